@@ -1,0 +1,5 @@
+"""`python -m commprefs` runs the CLI."""
+
+from commprefs.cli import main
+
+main()

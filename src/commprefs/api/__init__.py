@@ -1,0 +1,1 @@
+"""HTTP adapters: translate wire shapes to service calls and back; no rules, no SQL."""

@@ -1,0 +1,185 @@
+"""commprefs' own admin API (/commprefs/v1, scope commprefs.admin): set a portal up over HTTP."""
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from commprefs import tenancy
+from commprefs.api.auth import AdminCaller, StoreDep
+from commprefs.api.responses import JSON
+from commprefs.api.wire import definition_json
+from commprefs.clock import now_ms
+from commprefs.domain.errors import NotFound
+from commprefs.domain.model import BusinessUnit, Portal
+
+router = APIRouter(prefix="/commprefs/v1", tags=["admin"])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TranslationIn(_Body):
+    languageCode: StrictStr = Field(min_length=2, max_length=16)
+    name: StrictStr = Field(min_length=1, max_length=200)
+    description: StrictStr = Field(max_length=10_000)
+
+
+class DefinitionCreate(_Body):
+    name: StrictStr = Field(min_length=1, max_length=200)
+    description: StrictStr = Field("", max_length=10_000)
+    purpose: StrictStr = Field("", max_length=200)
+    communicationMethod: StrictStr = Field("Email", max_length=50)
+    businessUnitId: int = Field(0, ge=0)
+    isInternal: StrictBool = False
+    translations: list[TranslationIn] = Field(default_factory=list, max_length=200)
+
+
+class DefinitionUpdate(_Body):
+    name: StrictStr | None = Field(None, min_length=1, max_length=200)
+    description: StrictStr | None = Field(None, max_length=10_000)
+    purpose: StrictStr | None = Field(None, max_length=200)
+    communicationMethod: StrictStr | None = Field(None, max_length=50)
+    isActive: StrictBool | None = None
+    isInternal: StrictBool | None = None
+    translations: list[TranslationIn] = Field(default_factory=list, max_length=200)
+
+
+class PortalUpdate(_Body):
+    name: StrictStr | None = Field(None, min_length=1, max_length=200)
+    gdprEnabled: StrictBool | None = None
+    hubspotStrict: StrictBool | None = None
+    defaultLanguage: StrictStr | None = Field(None, min_length=2, max_length=16)
+    publicBaseUrl: StrictStr | None = Field(None, pattern=r"^https?://", max_length=500)
+
+
+class BusinessUnitIn(_Body):
+    name: StrictStr = Field(min_length=1, max_length=200)
+
+
+def portal_json(portal: Portal) -> dict[str, Any]:
+    return {
+        "id": portal.id,
+        "name": portal.name,
+        "gdprEnabled": portal.gdpr_enabled,
+        "hubspotStrict": portal.hubspot_strict,
+        "defaultLanguage": portal.default_language,
+        "publicBaseUrl": portal.public_base_url,
+    }
+
+
+def unit_json(unit: BusinessUnit) -> dict[str, Any]:
+    return {"id": unit.id, "name": unit.name}
+
+
+def _translations(items: list[TranslationIn]) -> list[tuple[str, str, str]]:
+    return [(t.languageCode.lower(), t.name, t.description) for t in items]
+
+
+@router.get("/portal", summary="This token's portal and its settings")
+async def get_portal(caller: AdminCaller, store: StoreDep) -> Any:
+    return JSON(portal_json(await store.aread(lambda tx: tenancy.require_portal(tx, caller.portal_id))))
+
+
+@router.patch("/portal", summary="Change the portal's settings")
+async def patch_portal(body: PortalUpdate, caller: AdminCaller, store: StoreDep) -> Any:
+    portal = await store.write(
+        lambda tx: tenancy.update_portal(
+            tx,
+            caller.portal_id,
+            name=body.name,
+            gdpr_enabled=body.gdprEnabled,
+            hubspot_strict=body.hubspotStrict,
+            default_language=body.defaultLanguage,
+            public_base_url=body.publicBaseUrl,
+        )
+    )
+    return JSON(portal_json(portal))
+
+
+@router.get("/business-units", summary="List the portal's brands")
+async def list_business_units(caller: AdminCaller, store: StoreDep) -> Any:
+    units = await store.aread(lambda tx: tx.list_business_units(caller.portal_id))
+    return JSON({"results": [unit_json(u) for u in units]})
+
+
+@router.post("/business-units", summary="Create a brand", status_code=201)
+async def create_business_unit(body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
+    unit = await store.write(lambda tx: tenancy.create_business_unit(tx, caller.portal_id, body.name, now_ms()))
+    return JSON(unit_json(unit), status_code=201)
+
+
+@router.patch("/business-units/{unit_id}", summary="Rename a brand")
+async def rename_business_unit(unit_id: int, body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
+    unit = await store.write(lambda tx: tenancy.rename_business_unit(tx, caller.portal_id, unit_id, body.name))
+    return JSON(unit_json(unit))
+
+
+@router.get("/definitions", summary="List subscription definitions, with translations")
+async def list_definitions(caller: AdminCaller, store: StoreDep) -> Any:
+    definitions = await store.aread(lambda tx: tx.list_definitions(caller.portal_id, with_translations=True))
+    return JSON({"results": [definition_json(d, with_translations=True) for d in definitions]})
+
+
+@router.post("/definitions", summary="Create a subscription definition", status_code=201)
+async def create_definition(body: DefinitionCreate, caller: AdminCaller, store: StoreDep) -> Any:
+    definition = await store.write(
+        lambda tx: tenancy.create_definition(
+            tx,
+            caller.portal_id,
+            body.name,
+            body.description,
+            now=now_ms(),
+            purpose=body.purpose,
+            business_unit_id=body.businessUnitId,
+            communication_method=body.communicationMethod,
+            is_internal=body.isInternal,
+            translations=_translations(body.translations),
+        )
+    )
+    return JSON(definition_json(definition, with_translations=True), status_code=201)
+
+
+@router.get("/definitions/{definition_id}", summary="One subscription definition")
+async def get_definition(definition_id: int, caller: AdminCaller, store: StoreDep) -> Any:
+    definition = await store.aread(lambda tx: tx.get_definition(caller.portal_id, definition_id))
+    if definition is None:
+        raise NotFound(f"subscription {definition_id} does not exist", field="subscriptionId")
+    return JSON(definition_json(definition, with_translations=True))
+
+
+@router.patch("/definitions/{definition_id}", summary="Change a subscription definition")
+async def update_definition(definition_id: int, body: DefinitionUpdate, caller: AdminCaller, store: StoreDep) -> Any:
+    definition = await store.write(
+        lambda tx: tenancy.update_definition(
+            tx,
+            caller.portal_id,
+            definition_id,
+            now=now_ms(),
+            name=body.name,
+            description=body.description,
+            purpose=body.purpose,
+            communication_method=body.communicationMethod,
+            is_active=body.isActive,
+            is_internal=body.isInternal,
+            translations=_translations(body.translations),
+        )
+    )
+    return JSON(definition_json(definition, with_translations=True))
+
+
+@router.post("/definitions/{definition_id}/deactivate", summary="Archive a definition (statuses are kept)")
+async def deactivate_definition(definition_id: int, caller: AdminCaller, store: StoreDep) -> Any:
+    definition = await store.write(
+        lambda tx: tenancy.update_definition(tx, caller.portal_id, definition_id, now=now_ms(), is_active=False)
+    )
+    return JSON(definition_json(definition, with_translations=True))
+
+
+@router.delete("/definitions/{definition_id}/translations/{language}", summary="Remove one translation")
+async def delete_translation(definition_id: int, language: str, caller: AdminCaller, store: StoreDep) -> Any:
+    definition = await store.write(
+        lambda tx: tenancy.remove_translation(tx, caller.portal_id, definition_id, language.lower(), now_ms())
+    )
+    return JSON(definition_json(definition, with_translations=True))

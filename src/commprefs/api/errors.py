@@ -1,0 +1,164 @@
+"""HubSpot-shaped error bodies, and the handlers that turn every failure into one.
+
+Every non-2xx body is `{"status":"error","message","correlationId","category",...}`, plus
+`errors[]` with `in`/`code` where a field is at fault. No failure ever shows a traceback.
+"""
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
+
+from commprefs.api.responses import JSON
+from commprefs.domain.errors import Conflict, DomainError, InvalidEmail, NotFound, RuleViolation
+
+log = logging.getLogger("commprefs.api")
+
+CATEGORY_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "INVALID_AUTHENTICATION",
+    403: "MISSING_SCOPES",
+    404: "OBJECT_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE_ENTITY",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(Exception):
+    """An error answer decided by an adapter (auth, scopes, input parsing)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        category: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.category = category or CATEGORY_BY_STATUS.get(status, "ERROR")
+        self.errors = errors
+        self.extra = extra
+
+
+def field_error(message: str, field: str, code: str) -> dict[str, Any]:
+    return {"message": message, "in": field, "code": code}
+
+
+def error_response(
+    request: Request | None,
+    status: int,
+    message: str,
+    *,
+    category: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> JSON:
+    correlation_id = str(uuid.uuid4())
+    body: dict[str, Any] = {
+        "status": "error",
+        "message": message,
+        "correlationId": correlation_id,
+        "category": category or CATEGORY_BY_STATUS.get(status, "ERROR"),
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if request_id:
+        body["requestId"] = request_id
+    return JSON(body, status_code=status, headers={"X-HubSpot-Correlation-Id": correlation_id})
+
+
+def _domain_status(exc: DomainError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 400
+
+
+def domain_error_response(request: Request | None, exc: DomainError) -> JSON:
+    status = _domain_status(exc)
+    code = {400: "INVALID_EMAIL" if isinstance(exc, InvalidEmail) else "INVALID", 404: "NOT_FOUND", 409: "CONFLICT"}[
+        status
+    ]
+    if isinstance(exc, RuleViolation) and exc.field in ("legalBasis", "legalBasisExplanation"):
+        code = "REQUIRED"
+    errors = [field_error(exc.message, exc.field, code)] if exc.field else None
+    return error_response(request, status, exc.message, errors=errors)
+
+
+_CODES = {
+    "missing": "REQUIRED",
+    "json_invalid": "INVALID_JSON",
+    "enum": "INVALID_ENUM",
+    "literal_error": "INVALID_ENUM",
+    "extra_forbidden": "UNKNOWN_FIELD",
+}
+
+
+def validation_errors(raw: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Pydantic's errors, as HubSpot's `errors[]` with the field in `in` and a stable `code`."""
+    details = []
+    for error in raw:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        kind = error.get("type", "")
+        where = "body" if kind == "json_invalid" or not loc else ".".join(loc)
+        code = _CODES.get(kind) or ("INVALID_TYPE" if kind.endswith("_type") or "parsing" in kind else "INVALID")
+        message = "Malformed JSON body" if kind == "json_invalid" else f"{where}: {error.get('msg', 'invalid')}"
+        details.append(field_error(message, where, code))
+    summary = "; ".join(d["message"] for d in details)
+    return f"Invalid input: {summary}", details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSON:
+        return error_response(request, exc.status, exc.message, category=exc.category, errors=exc.errors, **exc.extra)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSON:
+        return domain_error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSON:
+        message, details = validation_errors(list(exc.errors()))
+        return error_response(request, 400, message, errors=details)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSON:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404:
+            message = f"No route for {request.method} {request.url.path}"
+        return error_response(request, exc.status_code, message)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> JSON:
+        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+        return error_response(request, 503, "The database is unavailable; retry shortly.")
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSON:
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+        if exc.connection_invalidated:
+            return error_response(request, 503, "The database is unavailable; retry shortly.")
+        return error_response(request, 500, "Internal error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSON:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.exception("unhandled error on %s %s", request.method, route)
+        return error_response(request, 500, "Internal error")

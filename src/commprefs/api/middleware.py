@@ -1,0 +1,100 @@
+"""Per-request plumbing as one pure ASGI middleware: request id, body cap, access log, metrics.
+
+The access log names the route template (`/status/email/{emailAddress}`), not the raw path,
+so no email address reaches the logs unless the operator sets COMMPREFS_LOG_PII.
+"""
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from commprefs.api.errors import error_response
+
+access_log = logging.getLogger("commprefs.access")
+
+REQUESTS = Counter("commprefs_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "commprefs_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_pii: bool) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.log_pii = log_pii
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            response = error_response(None, 413, f"Request body exceeds {self.max_body_bytes} bytes")
+            await response(scope, receive, send_with_id)
+        else:
+            await self.app(scope, self._capped(receive), send_with_id)
+        self._observe(scope, request_id, status, time.perf_counter() - started)
+
+    def _capped(self, receive: Receive) -> Receive:
+        received = 0
+        limit = self.max_body_bytes
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"Request body exceeds {limit} bytes")
+            return message
+
+        return capped_receive
+
+    def _observe(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        route: Any = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        REQUESTS.labels(method, template, str(status)).inc()
+        LATENCY.labels(method, template).observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"] if self.log_pii else template,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                },
+            )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

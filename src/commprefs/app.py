@@ -1,0 +1,64 @@
+"""The ASGI application: routers for every API version, error handlers, health and metrics."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from commprefs import __version__
+from commprefs.api import admin, v3
+from commprefs.api.auth import TokenCache
+from commprefs.api.errors import error_response, install_error_handlers
+from commprefs.api.middleware import RequestMiddleware
+from commprefs.api.responses import JSON
+from commprefs.config import Settings, get_settings
+from commprefs.store import Store
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """The app for `settings`; a given `store` is used as is and left open on shutdown."""
+    settings = settings or get_settings()
+    owns_store = store is None
+    app_store = store or Store(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            app_store.close()
+
+    app = FastAPI(
+        title="commprefs",
+        version=__version__,
+        description="HubSpot's Communication Preferences API, self-hosted.",
+        lifespan=lifespan,
+    )
+    app.state.store = app_store
+    app.state.settings = settings
+    app.state.tokens = TokenCache(app_store, settings.token_cache_seconds)
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, log_pii=settings.log_pii)
+
+    app.include_router(v3.router("/communication-preferences/v3", with_definitions=True))
+    app.include_router(admin.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Any:
+        return JSON({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Any:
+        try:
+            await app_store.aread(lambda tx: tx.count_portals())
+        except Exception:
+            return error_response(request, 503, "The database is unavailable")
+        return JSON({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

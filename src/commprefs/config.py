@@ -1,0 +1,35 @@
+"""Settings: one object, read from COMMPREFS_* environment variables, each with a default and help."""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMMPREFS_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///commprefs.db",
+        description="SQLAlchemy URL of the database: sqlite:///relative.db, sqlite:////abs/path.db, postgresql://user@host/db.",
+    )
+    host: str = Field("127.0.0.1", description="Address `commprefs serve` listens on.")
+    port: int = Field(8080, description="Port `commprefs serve` listens on.")
+    workers: int = Field(
+        1, description="API processes `commprefs serve` starts (SQLite writes take turns through a file lock)."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL contacts reach the service at, for links; defaults to the listen address."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    log_pii: bool = Field(False, description="Log raw request paths (which contain email addresses); off by default.")
+    max_body_bytes: int = Field(1_048_576, description="Largest request body accepted; larger ones get 413.")
+    token_cache_seconds: float = Field(
+        5.0, description="How long a token lookup is cached; a revoked token stops working within this time."
+    )
+    demo: bool = Field(True, description="On an empty database, `serve` creates a demo portal and prints a token.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

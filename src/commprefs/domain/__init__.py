@@ -1,0 +1,1 @@
+"""Domain types: enums, value types and errors. No I/O lives here."""

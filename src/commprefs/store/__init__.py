@@ -1,0 +1,62 @@
+"""Storage: one schema (SQLAlchemy Core) on SQLite or PostgreSQL, Alembic migrations, the writer."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import anyio.to_thread
+from sqlalchemy import Engine
+
+from commprefs.store.engine import make_engine
+from commprefs.store.migrate import migrate
+from commprefs.store.repo import Tx
+from commprefs.store.writer import Writer
+
+T = TypeVar("T")
+
+__all__ = ["Store", "Tx"]
+
+
+class Store:
+    """Reads on pooled connections in worker threads; writes through the group-commit writer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._writer: Writer | None = None
+        self._sync_writer_engine: Engine | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        with self.engine.connect() as conn, conn.begin():
+            return work(Tx(conn))
+
+    async def aread(self, work: Callable[[Tx], T]) -> T:
+        return await anyio.to_thread.run_sync(self.read, work)
+
+    async def write(self, work: Callable[[Tx], T]) -> T:
+        if self._writer is None:
+            self._writer = Writer(make_engine(self.url, writer=True, pool_size=1))
+        return await self._writer.submit(work)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One synchronous transaction, for the CLI and tests (not the request path)."""
+        if self._sync_writer_engine is None:
+            self._sync_writer_engine = make_engine(self.url, writer=True, pool_size=1)
+        with self._sync_writer_engine.connect() as conn, conn.begin():
+            yield Tx(conn)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._sync_writer_engine is not None:
+            self._sync_writer_engine.dispose()
+        self.engine.dispose()

@@ -1,0 +1,410 @@
+"""The store interface: every query the service layer needs, on one connection (one transaction).
+
+SQL is written once here with SQLAlchemy Core; each method is scoped to a portal id.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from commprefs.domain.enums import LegalBasis, Scope, Status, WideScope
+from commprefs.domain.model import (
+    Actor,
+    BusinessUnit,
+    Definition,
+    Portal,
+    StoredStatus,
+    Subscriber,
+    TokenInfo,
+    Translation,
+    WideStatus,
+)
+from commprefs.store.schema import (
+    business_unit,
+    consent_event,
+    definition_translation,
+    portal,
+    subscription_definition,
+    subscription_status,
+    token,
+    wide_status,
+)
+
+
+class Tx:
+    """A unit of work on one connection. Methods read and write; the caller commits."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+    # -- portals and brands -------------------------------------------------------------
+
+    def insert_portal(self, id: int, name: str, gdpr_enabled: bool, signing_secret: str, now: int) -> None:
+        self.conn.execute(
+            portal.insert().values(
+                id=id,
+                name=name,
+                gdpr_enabled=gdpr_enabled,
+                hubspot_strict=False,
+                default_language="en",
+                signing_secret=signing_secret,
+                created_at=now,
+            )
+        )
+
+    def get_portal(self, portal_id: int) -> Portal | None:
+        row = self.conn.execute(select(portal).where(portal.c.id == portal_id)).first()
+        return _portal(row) if row else None
+
+    def list_portals(self) -> list[Portal]:
+        return [_portal(r) for r in self.conn.execute(select(portal).order_by(portal.c.id))]
+
+    def update_portal(self, portal_id: int, **values: Any) -> None:
+        self.conn.execute(update(portal).where(portal.c.id == portal_id).values(**values))
+
+    def portal_exists(self, portal_id: int) -> bool:
+        return self.conn.execute(select(portal.c.id).where(portal.c.id == portal_id)).first() is not None
+
+    def count_portals(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(portal)).scalar_one())
+
+    def insert_business_unit(self, portal_id: int, id: int, name: str, now: int) -> None:
+        self.conn.execute(business_unit.insert().values(portal_id=portal_id, id=id, name=name, created_at=now))
+
+    def list_business_units(self, portal_id: int) -> list[BusinessUnit]:
+        rows = self.conn.execute(
+            select(business_unit).where(business_unit.c.portal_id == portal_id).order_by(business_unit.c.id)
+        )
+        return [BusinessUnit(r.portal_id, r.id, r.name) for r in rows]
+
+    def get_business_unit(self, portal_id: int, id: int) -> BusinessUnit | None:
+        row = self.conn.execute(
+            select(business_unit).where(business_unit.c.portal_id == portal_id, business_unit.c.id == id)
+        ).first()
+        return BusinessUnit(row.portal_id, row.id, row.name) if row else None
+
+    def rename_business_unit(self, portal_id: int, id: int, name: str) -> None:
+        self.conn.execute(
+            update(business_unit)
+            .where(business_unit.c.portal_id == portal_id, business_unit.c.id == id)
+            .values(name=name)
+        )
+
+    def max_business_unit_id(self, portal_id: int) -> int:
+        value = self.conn.execute(
+            select(func.max(business_unit.c.id)).where(business_unit.c.portal_id == portal_id)
+        ).scalar()
+        return int(value or 0)
+
+    # -- subscription definitions -------------------------------------------------------
+
+    def insert_definition(self, definition: Definition) -> None:
+        self.conn.execute(
+            subscription_definition.insert().values(
+                portal_id=definition.portal_id,
+                id=definition.id,
+                business_unit_id=definition.business_unit_id,
+                name=definition.name,
+                description=definition.description,
+                purpose=definition.purpose,
+                communication_method=definition.communication_method,
+                is_active=definition.is_active,
+                is_default=definition.is_default,
+                is_internal=definition.is_internal,
+                created_at=definition.created_at,
+                updated_at=definition.updated_at,
+            )
+        )
+
+    def update_definition(self, portal_id: int, id: int, **values: Any) -> None:
+        self.conn.execute(
+            update(subscription_definition)
+            .where(subscription_definition.c.portal_id == portal_id, subscription_definition.c.id == id)
+            .values(**values)
+        )
+
+    def definition_id_taken(self, portal_id: int, id: int) -> bool:
+        query = select(subscription_definition.c.id).where(
+            subscription_definition.c.portal_id == portal_id, subscription_definition.c.id == id
+        )
+        return self.conn.execute(query).first() is not None
+
+    def get_definition(self, portal_id: int, id: int) -> Definition | None:
+        found = self.list_definitions(portal_id, ids=[id], with_translations=True)
+        return found[0] if found else None
+
+    def list_definitions(
+        self,
+        portal_id: int,
+        *,
+        business_unit_id: int | None = None,
+        active_only: bool = False,
+        with_translations: bool = False,
+        ids: Sequence[int] | None = None,
+    ) -> list[Definition]:
+        d = subscription_definition
+        query = select(d).where(d.c.portal_id == portal_id).order_by(d.c.created_at, d.c.id)
+        if business_unit_id is not None:
+            query = query.where(d.c.business_unit_id == business_unit_id)
+        if active_only:
+            query = query.where(d.c.is_active.is_(True))
+        if ids is not None:
+            query = query.where(d.c.id.in_(ids))
+        rows = self.conn.execute(query).all()
+        translations: dict[int, list[Translation]] = {}
+        if with_translations and rows:
+            t = definition_translation
+            tquery = (
+                select(t)
+                .where(t.c.portal_id == portal_id, t.c.subscription_id.in_([r.id for r in rows]))
+                .order_by(t.c.language_code)
+            )
+            for tr in self.conn.execute(tquery):
+                translations.setdefault(tr.subscription_id, []).append(
+                    Translation(tr.language_code, tr.name, tr.description, tr.created_at, tr.updated_at)
+                )
+        return [_definition(r, tuple(translations.get(r.id, ()))) for r in rows]
+
+    def upsert_translation(
+        self, portal_id: int, subscription_id: int, language_code: str, name: str, description: str, now: int
+    ) -> None:
+        t = definition_translation
+        stmt = self._insert(t).values(
+            portal_id=portal_id,
+            subscription_id=subscription_id,
+            language_code=language_code,
+            name=name,
+            description=description,
+            created_at=now,
+            updated_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.portal_id, t.c.subscription_id, t.c.language_code],
+            set_={"name": name, "description": description, "updated_at": now},
+        )
+        self.conn.execute(stmt)
+
+    def delete_translation(self, portal_id: int, subscription_id: int, language_code: str) -> None:
+        t = definition_translation
+        self.conn.execute(
+            delete(t).where(
+                t.c.portal_id == portal_id,
+                t.c.subscription_id == subscription_id,
+                t.c.language_code == language_code,
+            )
+        )
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def insert_token(
+        self, id: str, portal_id: int, name: str, secret_sha256: str, scopes: Iterable[Scope], now: int
+    ) -> None:
+        self.conn.execute(
+            token.insert().values(
+                id=id,
+                portal_id=portal_id,
+                name=name,
+                secret_sha256=secret_sha256,
+                scopes=" ".join(sorted(scopes)),
+                created_at=now,
+            )
+        )
+
+    def find_token(self, secret_sha256: str) -> TokenInfo | None:
+        row = self.conn.execute(
+            select(token.c.id, token.c.name, token.c.portal_id, token.c.scopes).where(
+                token.c.secret_sha256 == secret_sha256, token.c.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None:
+            return None
+        return TokenInfo(row.id, row.name, row.portal_id, frozenset(Scope(s) for s in row.scopes.split()))
+
+    def list_tokens(self, portal_id: int) -> list[Row[Any]]:
+        query = (
+            select(
+                token.c.id, token.c.name, token.c.scopes, token.c.created_at, token.c.last_used_at, token.c.revoked_at
+            )
+            .where(token.c.portal_id == portal_id)
+            .order_by(token.c.created_at, token.c.id)
+        )
+        return list(self.conn.execute(query))
+
+    def revoke_token(self, token_id: str, now: int) -> bool:
+        result = self.conn.execute(
+            update(token).where(token.c.id == token_id, token.c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        return result.rowcount > 0
+
+    def touch_token(self, token_id: str, now: int) -> None:
+        self.conn.execute(update(token).where(token.c.id == token_id).values(last_used_at=now))
+
+    # -- statuses -------------------------------------------------------------------------
+
+    def get_subscriber(self, portal_id: int, address: str, channel: str) -> Subscriber:
+        s = subscription_status
+        rows = self.conn.execute(
+            select(
+                s.c.subscription_id,
+                s.c.status,
+                s.c.legal_basis,
+                s.c.legal_basis_explanation,
+                s.c.source,
+                s.c.updated_at,
+            ).where(s.c.portal_id == portal_id, s.c.subscriber == address, s.c.channel == channel)
+        )
+        statuses = {
+            r.subscription_id: StoredStatus(
+                r.subscription_id,
+                Status(r.status),
+                LegalBasis(r.legal_basis) if r.legal_basis else None,
+                r.legal_basis_explanation,
+                r.source,
+                r.updated_at,
+            )
+            for r in rows
+        }
+        w = wide_status
+        wide_rows = self.conn.execute(
+            select(w.c.scope, w.c.business_unit_id, w.c.status, w.c.source, w.c.updated_at).where(
+                w.c.portal_id == portal_id, w.c.subscriber == address, w.c.channel == channel
+            )
+        )
+        wide = tuple(
+            WideStatus(WideScope(r.scope), r.business_unit_id, Status(r.status), r.source, r.updated_at)
+            for r in wide_rows
+        )
+        return Subscriber(address, statuses, wide)
+
+    def upsert_status(
+        self,
+        portal_id: int,
+        address: str,
+        channel: str,
+        subscription_id: int,
+        status: Status,
+        legal_basis: LegalBasis | None,
+        legal_basis_explanation: str | None,
+        source: str,
+        now: int,
+    ) -> None:
+        s = subscription_status
+        values = {
+            "status": status.value,
+            "legal_basis": legal_basis.value if legal_basis else None,
+            "legal_basis_explanation": legal_basis_explanation,
+            "source": source,
+            "updated_at": now,
+        }
+        stmt = self._insert(s).values(
+            portal_id=portal_id, subscriber=address, channel=channel, subscription_id=subscription_id, **values
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[s.c.portal_id, s.c.subscriber, s.c.channel, s.c.subscription_id], set_=values
+        )
+        self.conn.execute(stmt)
+
+    def upsert_wide(
+        self,
+        portal_id: int,
+        address: str,
+        channel: str,
+        scope: WideScope,
+        business_unit_id: int,
+        status: Status,
+        source: str,
+        now: int,
+    ) -> None:
+        w = wide_status
+        values = {"status": status.value, "source": source, "updated_at": now}
+        stmt = self._insert(w).values(
+            portal_id=portal_id,
+            subscriber=address,
+            channel=channel,
+            scope=scope.value,
+            business_unit_id=business_unit_id,
+            **values,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[w.c.portal_id, w.c.subscriber, w.c.channel, w.c.scope, w.c.business_unit_id],
+            set_=values,
+        )
+        self.conn.execute(stmt)
+
+    # -- consent history ------------------------------------------------------------------
+
+    def append_event(
+        self,
+        portal_id: int,
+        address: str,
+        channel: str,
+        *,
+        old_status: Status,
+        new_status: Status,
+        actor: Actor,
+        now: int,
+        subscription_id: int | None = None,
+        wide_scope: WideScope | None = None,
+        business_unit_id: int | None = None,
+        legal_basis: LegalBasis | None = None,
+        legal_basis_explanation: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            consent_event.insert().values(
+                portal_id=portal_id,
+                subscriber=address,
+                channel=channel,
+                subscription_id=subscription_id,
+                wide_scope=wide_scope.value if wide_scope else None,
+                business_unit_id=business_unit_id,
+                old_status=old_status.value,
+                new_status=new_status.value,
+                legal_basis=legal_basis.value if legal_basis else None,
+                legal_basis_explanation=legal_basis_explanation,
+                source=str(actor.source),
+                actor_token_id=actor.token_id,
+                request_id=actor.request_id,
+                ip=actor.ip,
+                user_agent=actor.user_agent,
+                occurred_at=now,
+            )
+        )
+
+    def list_events(self, portal_id: int, address: str | None = None) -> list[Row[Any]]:
+        e = consent_event
+        conditions = [e.c.portal_id == portal_id]
+        if address is not None:
+            conditions.append(e.c.subscriber == address)
+        return list(self.conn.execute(select(e).where(and_(*conditions)).order_by(e.c.id)))
+
+
+def _portal(row: Row[Any]) -> Portal:
+    return Portal(
+        id=row.id,
+        name=row.name,
+        gdpr_enabled=bool(row.gdpr_enabled),
+        hubspot_strict=bool(row.hubspot_strict),
+        default_language=row.default_language,
+        public_base_url=row.public_base_url,
+    )
+
+
+def _definition(row: Row[Any], translations: tuple[Translation, ...]) -> Definition:
+    return Definition(
+        portal_id=row.portal_id,
+        id=row.id,
+        business_unit_id=row.business_unit_id,
+        name=row.name,
+        description=row.description,
+        purpose=row.purpose,
+        communication_method=row.communication_method,
+        is_active=bool(row.is_active),
+        is_default=bool(row.is_default),
+        is_internal=bool(row.is_internal),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        translations=translations,
+    )

@@ -1,0 +1,154 @@
+"""The schema, written once. Every table is keyed by portal_id first, so it shards by portal.
+
+Times are integer epoch milliseconds (UTC): the same on both databases, sortable, exact.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite's autoincrement needs INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+portal = Table(
+    "portal",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("gdpr_enabled", Boolean, nullable=False, default=False),
+    Column("hubspot_strict", Boolean, nullable=False, default=False),
+    Column("default_language", String(16), nullable=False, default="en"),
+    Column("public_base_url", String(500)),
+    Column("signing_secret", String(100), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+business_unit = Table(
+    "business_unit",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["portal_id"], ["portal.id"], ondelete="CASCADE"),
+)
+
+subscription_definition = Table(
+    "subscription_definition",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("business_unit_id", BigInteger, nullable=False, default=0),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("purpose", String(200), nullable=False, default=""),
+    Column("communication_method", String(50), nullable=False, default="Email"),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("is_internal", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["portal_id", "business_unit_id"], ["business_unit.portal_id", "business_unit.id"]),
+)
+
+definition_translation = Table(
+    "definition_translation",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("subscription_id", BigInteger, primary_key=True),
+    Column("language_code", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["portal_id", "subscription_id"],
+        ["subscription_definition.portal_id", "subscription_definition.id"],
+        ondelete="CASCADE",
+    ),
+)
+
+token = Table(
+    "token",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("portal_id", BigInteger, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    ForeignKeyConstraint(["portal_id"], ["portal.id"], ondelete="CASCADE"),
+    Index(None, "portal_id"),
+)
+
+subscription_status = Table(
+    "subscription_status",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("subscriber", String(254), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("subscription_id", BigInteger, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("legal_basis", String(40)),
+    Column("legal_basis_explanation", Text),
+    Column("source", String(200), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+wide_status = Table(
+    "wide_status",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("subscriber", String(254), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    # PORTAL_WIDE rows carry business_unit_id 0; the scope tells them apart from brand 0.
+    Column("scope", String(24), primary_key=True),
+    Column("business_unit_id", BigInteger, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+consent_event = Table(
+    "consent_event",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("portal_id", BigInteger, nullable=False),
+    Column("subscriber", String(254), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("subscription_id", BigInteger),
+    Column("wide_scope", String(24)),
+    Column("business_unit_id", BigInteger),
+    Column("old_status", String(16), nullable=False),
+    Column("new_status", String(16), nullable=False),
+    Column("legal_basis", String(40)),
+    Column("legal_basis_explanation", Text),
+    Column("source", String(200), nullable=False),
+    Column("actor_token_id", String(32)),
+    Column("request_id", String(64)),
+    Column("ip", String(64)),
+    Column("user_agent", String(500)),
+    Column("occurred_at", BigInteger, nullable=False),
+    Index(None, "portal_id", "subscriber", "id"),
+    Index(None, "portal_id", "id"),
+)
