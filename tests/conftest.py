@@ -1,0 +1,164 @@
+"""Shared fixtures: a real server on a free port for each store, and a fresh portal per test.
+
+SQLite always runs; PostgreSQL runs when COMMPREFS_TEST_DATABASE_URL is set (`.ci/run` sets
+it). Each test session creates its own PostgreSQL database and drops it afterwards.
+"""
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from commprefs import tenancy
+from commprefs.app import create_app
+from commprefs.clock import now_ms
+from commprefs.config import Settings
+from commprefs.domain.enums import Scope
+from commprefs.store import Store
+
+PG_ENV = "COMMPREFS_TEST_DATABASE_URL"
+STORES = ["sqlite", "postgresql"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this run; dropped afterwards."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set")
+    url = make_url(base)
+    name = f"commprefs_test_{secrets.token_hex(6)}"
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_url(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'commprefs.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@dataclass
+class Server:
+    """A running commprefs server and the store behind it."""
+
+    kind: str
+    base_url: str
+    store: Store
+
+
+@contextmanager
+def run_server(url: str, kind: str) -> Iterator[Server]:
+    store = Store(url)
+    store.migrate()
+    settings = Settings(database_url=url, token_cache_seconds=0.0, demo=False)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Server(kind, f"http://127.0.0.1:{port}", store)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+@pytest.fixture(scope="session", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server over HTTP, once on SQLite and once on PostgreSQL."""
+    with (
+        database_url(request.param, tmp_path_factory.mktemp(request.param)) as url,
+        run_server(url, request.param) as srv,
+    ):
+        yield srv
+
+
+@dataclass
+class PortalFixture:
+    """A fresh portal with HubSpot's three default definitions and a token with every scope."""
+
+    id: int
+    token: str
+    server: Server
+    definitions: dict[str, int] = field(default_factory=dict)
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def marketing(self) -> int:
+        return self.definitions["Marketing Information"]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if (token or self.token) else {}
+        client = httpx.Client(base_url=self.server.base_url, headers=headers, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def token_with(self, *scopes: Scope) -> str:
+        with self.server.store.transaction() as tx:
+            _, secret = tenancy.create_token(tx, self.id, scopes, "test", now_ms())
+        return secret
+
+    def events(self, address: str | None = None) -> list[dict[str, object]]:
+        rows = self.server.store.read(lambda tx: tx.list_events(self.id, address))
+        return [dict(r._mapping) for r in rows]
+
+    def update(self, **settings: object) -> None:
+        with self.server.store.transaction() as tx:
+            tenancy.update_portal(tx, self.id, **settings)  # type: ignore[arg-type]
+
+
+def make_portal(server: Server, *, gdpr: bool = False) -> PortalFixture:
+    with server.store.transaction() as tx:
+        created = tenancy.create_portal(tx, "Test portal", gdpr_enabled=gdpr, now=now_ms())
+        _, secret = tenancy.create_token(tx, created.id, list(Scope), "test", now_ms())
+        definitions = {d.name: d.id for d in tx.list_definitions(created.id)}
+    return PortalFixture(created.id, secret, server, definitions)
+
+
+@pytest.fixture
+def portal(server: Server) -> Iterator[PortalFixture]:
+    made = make_portal(server)
+    yield made
+    for client in made._clients:
+        client.close()
+
+
+@pytest.fixture
+def api(portal: PortalFixture) -> httpx.Client:
+    """An HTTP client for `portal`, authenticated with its all-scopes token."""
+    return portal.client()

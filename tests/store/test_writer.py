@@ -1,0 +1,59 @@
+"""The group-commit writer: concurrent writes commit together, a refused write rolls back alone."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from commprefs import consent
+from commprefs.clock import now_ms
+from commprefs.domain.enums import Source
+from commprefs.domain.errors import RuleViolation
+from commprefs.domain.model import Actor
+from commprefs.store import Store, Tx
+from commprefs.tenancy import create_portal
+from tests.conftest import STORES, database_url
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_path: Path) -> None:
+    with database_url(kind, tmp_path) as url:
+        store = Store(url)
+        store.migrate()
+        with store.transaction() as tx:
+            portal = create_portal(tx, "writer", gdpr_enabled=False, now=now_ms())
+            marketing = tx.list_definitions(portal.id)[0].id
+        actor = Actor(Source.API)
+
+        def unsubscribe(address: str):  # type: ignore[no-untyped-def]
+            return lambda tx: consent.unsubscribe_v3(tx, portal.id, address, marketing, None, None, actor, now_ms())
+
+        async def main() -> list[object]:
+            # 200 distinct addresses, and each of 20 addresses twice: the second of each pair is refused.
+            jobs = [store.write(unsubscribe(f"w{i}@example.com")) for i in range(200)]
+            jobs += [store.write(unsubscribe(f"dup{i % 20}@example.com")) for i in range(40)]
+            return await asyncio.gather(*jobs, return_exceptions=True)
+
+        results = asyncio.run(main())
+        refused = [r for r in results if isinstance(r, RuleViolation)]
+        assert len(refused) == 20
+        assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, RuleViolation)]
+        events = store.read(lambda tx: tx.list_events(portal.id))
+        assert len(events) == 220
+        assert len({e.subscriber for e in events}) == 220
+
+        def broken(tx: Tx) -> None:
+            consent.unsubscribe_v3(tx, portal.id, "half@example.com", marketing, None, None, actor, now_ms())
+            raise RuntimeError("boom after a write")
+
+        async def mixed() -> list[object]:
+            return await asyncio.gather(
+                store.write(broken), store.write(unsubscribe("after@example.com")), return_exceptions=True
+            )
+
+        outcome = asyncio.run(mixed())
+        assert isinstance(outcome[0], RuntimeError)
+        assert store.read(lambda tx: len(tx.list_events(portal.id, "after@example.com"))) == 1
+        assert store.read(lambda tx: tx.list_events(portal.id, "half@example.com")) == []
+        assert store.read(lambda tx: tx.get_subscriber(portal.id, "half@example.com", "EMAIL").statuses) == {}
+        store.close()
