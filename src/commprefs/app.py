@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from commprefs import __version__
-from commprefs.api import admin, v3
+from commprefs.api import admin, v3, v4
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
 from commprefs.api.middleware import RequestMiddleware
@@ -42,7 +42,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, log_pii=settings.log_pii)
 
-    app.include_router(v3.router("/communication-preferences/v3", with_definitions=True))
+    base = "/communication-preferences"
+    app.include_router(v3.router(f"{base}/v3", with_definitions=True))
+    app.include_router(v4.router(f"{base}/v4"))
+    # The dated versions serve the same handlers: 2026-03 carries v4; 2025-09 and 2026-09 add
+    # the v3-shaped status operations and resubscribe.
+    app.include_router(v4.router(f"{base}/2026-03"))
+    for version in ("2025-09", "2026-09"):
+        app.include_router(v4.router(f"{base}/{version}"))
+        app.include_router(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
     app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,127 +1,250 @@
 """The consent rules: the only place that decides what a change means.
 
-Every entry point (v3, v4, pages, CLI, admin) calls these functions; they read the current
-state, decide, write the new state and append its consent event in the same transaction.
+Every entry point (v3, v4, batches, pages, CLI, admin) goes through a `Changes` unit: it loads
+the subscribers involved in one query, applies the rules in memory, and `flush()` writes every
+new state and its consent event set-based, in the caller's transaction. A rule that refuses an
+input raises before touching anything, so each input is atomic even inside a batch.
 """
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from commprefs.domain.enums import Channel, LegalBasis, SourceOfStatus, Status, V3Status, WideScope
-from commprefs.domain.errors import NotFound, RuleViolation
-from commprefs.domain.model import Actor, Definition, Portal, StoredStatus, Subscriber
+from commprefs.domain.email import normalize_email
+from commprefs.domain.enums import (
+    Channel,
+    LegalBasis,
+    SetStatusReason,
+    SourceOfStatus,
+    Status,
+    V3Status,
+    WideScope,
+)
+from commprefs.domain.errors import DomainError, NotFound, RuleViolation
+from commprefs.domain.model import Actor, Definition, Portal, StoredStatus, Subscriber, WideStatus
 from commprefs.store.repo import Tx
+
+NOT_SPECIFIED_SOURCE = "Not specified"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class V3View:
-    """One subscription as v3 shows it: two states and where the state comes from."""
+class Effective:
+    """One subscription of one subscriber as the APIs show it.
+
+    `status` is v4's effective state: UNSUBSCRIBED while an opt-out from all covers the
+    subscription, else what was recorded (NOT_SPECIFIED if nothing was).
+    """
 
     definition: Definition
-    status: V3Status
-    source_of_status: SourceOfStatus
+    address: str
+    status: Status
+    source: str
     legal_basis: LegalBasis | None
     legal_basis_explanation: str | None
+    timestamp: int
+    wide: WideScope | None
+    reason: SetStatusReason | None = None
+
+    @property
+    def v3_status(self) -> V3Status:
+        return V3Status.SUBSCRIBED if self.status is Status.SUBSCRIBED else V3Status.NOT_SUBSCRIBED
+
+    @property
+    def source_of_status(self) -> SourceOfStatus:
+        if self.wide is WideScope.PORTAL_WIDE:
+            return SourceOfStatus.PORTAL_WIDE_STATUS
+        if self.wide is WideScope.BUSINESS_UNIT_WIDE:
+            return SourceOfStatus.BRAND_WIDE_STATUS
+        return SourceOfStatus.SUBSCRIPTION_STATUS
 
 
-def v3_view(definition: Definition, subscriber: Subscriber) -> V3View:
+def effective(definition: Definition, subscriber: Subscriber, reason: SetStatusReason | None = None) -> Effective:
     stored = subscriber.statuses.get(definition.id)
     wide = subscriber.wide_opt_out(definition.business_unit_id)
-    if wide is WideScope.PORTAL_WIDE:
-        source = SourceOfStatus.PORTAL_WIDE_STATUS
-    elif wide is WideScope.BUSINESS_UNIT_WIDE:
-        source = SourceOfStatus.BRAND_WIDE_STATUS
+    if wide is not None:
+        status, source, timestamp = Status.UNSUBSCRIBED, wide.source, wide.updated_at
+    elif stored is not None:
+        status, source, timestamp = stored.status, stored.source, stored.updated_at
     else:
-        source = SourceOfStatus.SUBSCRIPTION_STATUS
-    subscribed = wide is None and stored is not None and stored.status is Status.SUBSCRIBED
-    return V3View(
+        status, source, timestamp = Status.NOT_SPECIFIED, NOT_SPECIFIED_SOURCE, definition.created_at
+    return Effective(
         definition=definition,
-        status=V3Status.SUBSCRIBED if subscribed else V3Status.NOT_SUBSCRIBED,
-        source_of_status=source,
+        address=subscriber.address,
+        status=status,
+        source=source,
         legal_basis=stored.legal_basis if stored else None,
         legal_basis_explanation=stored.legal_basis_explanation if stored else None,
+        timestamp=timestamp,
+        wide=wide.scope if wide else None,
+        reason=reason,
     )
 
 
-def v3_statuses(tx: Tx, portal_id: int, address: str) -> list[V3View]:
-    """Every active subscription of the portal for `address`, known or never seen."""
-    definitions = tx.list_definitions(portal_id, active_only=True)
-    subscriber = tx.get_subscriber(portal_id, address, Channel.EMAIL)
-    return [v3_view(d, subscriber) for d in definitions]
+@dataclass(frozen=True, slots=True)
+class StatusInput:
+    """One requested per-subscription change, as any entry point received it."""
+
+    address: str
+    subscription_id: int
+    state: Status
+    legal_basis: LegalBasis | None = None
+    legal_basis_explanation: str | None = None
 
 
-def subscribe_v3(
-    tx: Tx,
-    portal_id: int,
-    address: str,
-    subscription_id: int,
-    legal_basis: LegalBasis | None,
-    legal_basis_explanation: str | None,
-    actor: Actor,
-    now: int,
-) -> V3View:
-    """v3 subscribe: never overrides an opt-out, refuses a no-op, needs paperwork under GDPR."""
-    portal, definition = _portal_and_definition(tx, portal_id, subscription_id)
-    if portal.gdpr_enabled:
-        _require_legal_basis(legal_basis, legal_basis_explanation)
-    subscriber = tx.get_subscriber(portal_id, address, Channel.EMAIL)
-    stored = subscriber.statuses.get(subscription_id)
-    opted_out = subscriber.wide_opt_out(definition.business_unit_id) is not None
-    if opted_out or (stored is not None and stored.status is Status.UNSUBSCRIBED):
-        raise RuleViolation(
-            f"subscription {subscription_id} for {address} cannot be updated because they have unsubscribed"
+class Changes:
+    """A unit of work over some subscribers of one portal and channel, written by `flush()`."""
+
+    def __init__(self, tx: Tx, portal_id: int, actor: Actor, now: int, channel: Channel = Channel.EMAIL) -> None:
+        portal = tx.get_portal(portal_id)
+        if portal is None:
+            raise NotFound(f"portal {portal_id} does not exist")
+        self.tx = tx
+        self.portal: Portal = portal
+        self.actor = actor
+        self.now = now
+        self.channel = channel
+        self.definitions = {d.id: d for d in tx.list_definitions(portal_id)}
+        self._subscribers: dict[str, Subscriber] = {}
+        self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
+        self._wide: dict[tuple[str, WideScope, int], dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def load(self, addresses: Iterable[str]) -> None:
+        missing = [a for a in dict.fromkeys(addresses) if a not in self._subscribers]
+        if missing:
+            self._subscribers.update(self.tx.get_subscribers(self.portal.id, missing, self.channel))
+
+    def subscriber(self, address: str) -> Subscriber:
+        self.load([address])
+        return self._subscribers[address]
+
+    def definition(self, subscription_id: int) -> Definition:
+        definition = self.definitions.get(subscription_id)
+        if definition is None or not definition.is_active:
+            raise NotFound(f"subscription {subscription_id} does not exist", field="subscriptionId")
+        return definition
+
+    def active_definitions(self, business_unit_id: int | None = None) -> list[Definition]:
+        return [
+            d
+            for d in self.definitions.values()
+            if d.is_active and (business_unit_id is None or d.business_unit_id == business_unit_id)
+        ]
+
+    def require_business_unit(self, business_unit_id: int) -> None:
+        if self.tx.get_business_unit(self.portal.id, business_unit_id) is None:
+            raise NotFound(f"business unit {business_unit_id} does not exist", field="businessUnitId")
+
+    def statuses(self, address: str, business_unit_id: int | None = None) -> list[Effective]:
+        subscriber = self.subscriber(address)
+        return [effective(d, subscriber) for d in self.active_definitions(business_unit_id)]
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def record_status(
+        self,
+        subscriber: Subscriber,
+        definition: Definition,
+        new_status: Status,
+        legal_basis: LegalBasis | None,
+        legal_basis_explanation: str | None,
+    ) -> None:
+        old = subscriber.statuses.get(definition.id)
+        source = str(self.actor.source)
+        subscriber.statuses[definition.id] = StoredStatus(
+            definition.id, new_status, legal_basis, legal_basis_explanation, source, self.now
         )
-    if stored is not None and stored.status is Status.SUBSCRIBED:
-        raise RuleViolation(f"{address} is already subscribed to subscription {subscription_id}")
-    _record(
-        tx, portal_id, address, definition, stored, Status.SUBSCRIBED, legal_basis, legal_basis_explanation, actor, now
-    )
-    return v3_view(definition, tx.get_subscriber(portal_id, address, Channel.EMAIL))
+        self._statuses[(subscriber.address, definition.id)] = {
+            "portal_id": self.portal.id,
+            "subscriber": subscriber.address,
+            "channel": self.channel.value,
+            "subscription_id": definition.id,
+            "status": new_status.value,
+            "legal_basis": legal_basis.value if legal_basis else None,
+            "legal_basis_explanation": legal_basis_explanation,
+            "source": source,
+            "updated_at": self.now,
+        }
+        self._event(
+            subscriber.address,
+            old.status if old else Status.NOT_SPECIFIED,
+            new_status,
+            subscription_id=definition.id,
+            business_unit_id=definition.business_unit_id,
+            legal_basis=legal_basis,
+            legal_basis_explanation=legal_basis_explanation,
+        )
+
+    def record_wide(self, subscriber: Subscriber, scope: WideScope, business_unit_id: int, new_status: Status) -> None:
+        key = (scope, business_unit_id)
+        old = subscriber.wide.get(key)
+        source = str(self.actor.source)
+        subscriber.wide[key] = WideStatus(scope, business_unit_id, new_status, source, self.now)
+        self._wide[(subscriber.address, scope, business_unit_id)] = {
+            "portal_id": self.portal.id,
+            "subscriber": subscriber.address,
+            "channel": self.channel.value,
+            "scope": scope.value,
+            "business_unit_id": business_unit_id,
+            "status": new_status.value,
+            "source": source,
+            "updated_at": self.now,
+        }
+        self._event(
+            subscriber.address,
+            old.status if old else Status.NOT_SPECIFIED,
+            new_status,
+            wide_scope=scope,
+            business_unit_id=business_unit_id,
+        )
+
+    def _event(self, address: str, old: Status, new: Status, **fields: Any) -> None:
+        self._events.append(
+            {
+                "portal_id": self.portal.id,
+                "subscriber": address,
+                "channel": self.channel.value,
+                "subscription_id": fields.get("subscription_id"),
+                "wide_scope": fields["wide_scope"].value if fields.get("wide_scope") else None,
+                "business_unit_id": fields.get("business_unit_id"),
+                "old_status": old.value,
+                "new_status": new.value,
+                "legal_basis": fields["legal_basis"].value if fields.get("legal_basis") else None,
+                "legal_basis_explanation": fields.get("legal_basis_explanation"),
+                "source": str(self.actor.source),
+                "actor_token_id": self.actor.token_id,
+                "request_id": self.actor.request_id,
+                "ip": self.actor.ip,
+                "user_agent": self.actor.user_agent,
+                "occurred_at": self.now,
+            }
+        )
+
+    def flush(self) -> None:
+        """Write every planned state and event, set-based, in the caller's transaction."""
+        self.tx.write_statuses(list(self._statuses.values()))
+        self.tx.write_wide_statuses(list(self._wide.values()))
+        self.tx.append_events(self._events)
+        self._statuses.clear()
+        self._wide.clear()
+        self._events.clear()
 
 
-def unsubscribe_v3(
-    tx: Tx,
-    portal_id: int,
-    address: str,
-    subscription_id: int,
-    legal_basis: LegalBasis | None,
-    legal_basis_explanation: str | None,
-    actor: Actor,
-    now: int,
-) -> V3View:
-    """v3 unsubscribe: recorded with whatever paperwork was given, unless the portal is HubSpot-strict."""
-    portal, definition = _portal_and_definition(tx, portal_id, subscription_id)
-    if portal.gdpr_enabled and portal.hubspot_strict:
-        _require_legal_basis(legal_basis, legal_basis_explanation)
-    subscriber = tx.get_subscriber(portal_id, address, Channel.EMAIL)
-    stored = subscriber.statuses.get(subscription_id)
-    if stored is not None and stored.status is Status.UNSUBSCRIBED:
-        raise RuleViolation(f"{address} is already unsubscribed to subscription {subscription_id}")
-    _record(
-        tx,
-        portal_id,
-        address,
-        definition,
-        stored,
-        Status.UNSUBSCRIBED,
-        legal_basis,
-        legal_basis_explanation,
-        actor,
-        now,
-    )
-    return v3_view(definition, tx.get_subscriber(portal_id, address, Channel.EMAIL))
+def apply(tx: Tx, portal_id: int, actor: Actor, now: int, operation: Callable[..., T], *args: Any) -> T:
+    """Run one rule on a fresh unit of work and write its changes: the single-call path."""
+    changes = Changes(tx, portal_id, actor, now)
+    result = operation(changes, *args)
+    changes.flush()
+    return result
 
 
-def _portal_and_definition(tx: Tx, portal_id: int, subscription_id: int) -> tuple[Portal, Definition]:
-    portal = tx.get_portal(portal_id)
-    if portal is None:
-        raise NotFound(f"portal {portal_id} does not exist")
-    definition = tx.get_definition(portal_id, subscription_id)
-    if definition is None or not definition.is_active:
-        raise NotFound(f"subscription {subscription_id} does not exist", field="subscriptionId")
-    return portal, definition
+# -- the rules ----------------------------------------------------------------------------------
 
 
-def _require_legal_basis(legal_basis: LegalBasis | None, explanation: str | None) -> None:
+def require_legal_basis(legal_basis: LegalBasis | None, explanation: str | None) -> None:
     if legal_basis is None:
         raise RuleViolation("legalBasis is required: this portal has GDPR enabled", field="legalBasis")
     if not explanation or not explanation.strip():
@@ -130,40 +253,173 @@ def _require_legal_basis(legal_basis: LegalBasis | None, explanation: str | None
         )
 
 
-def _record(
-    tx: Tx,
-    portal_id: int,
-    address: str,
-    definition: Definition,
-    stored: StoredStatus | None,
-    new_status: Status,
-    legal_basis: LegalBasis | None,
-    legal_basis_explanation: str | None,
-    actor: Actor,
-    now: int,
-) -> None:
-    """Write one subscription's new state and its consent event, in the caller's transaction."""
-    tx.upsert_status(
-        portal_id,
-        address,
-        Channel.EMAIL,
-        definition.id,
-        new_status,
-        legal_basis,
-        legal_basis_explanation,
-        str(actor.source),
-        now,
+def set_status(changes: Changes, request: StatusInput) -> Effective:
+    """v4's per-subscription write: idempotent, and a SUBSCRIBED under an opt-out is a resubscribe."""
+    definition = changes.definition(request.subscription_id)
+    subscriber = changes.subscriber(request.address)
+    stored = subscriber.statuses.get(definition.id)
+    current = stored.status if stored else Status.NOT_SPECIFIED
+    if request.state is Status.SUBSCRIBED:
+        opted_out = subscriber.wide_opt_out(definition.business_unit_id) is not None
+        if not opted_out and current is Status.SUBSCRIBED:
+            return effective(definition, subscriber, SetStatusReason.NO_STATUS_CHANGE)
+        if changes.portal.gdpr_enabled:
+            require_legal_basis(request.legal_basis, request.legal_basis_explanation)
+        if opted_out:
+            _lift_wide_opt_outs(changes, subscriber, definition)
+        changes.record_status(
+            subscriber, definition, Status.SUBSCRIBED, request.legal_basis, request.legal_basis_explanation
+        )
+        reason = (
+            SetStatusReason.RESUBSCRIBE_OCCURRED
+            if opted_out or current is Status.UNSUBSCRIBED
+            else SetStatusReason.REQUESTED_CHANGE_OCCURRED
+        )
+        return effective(definition, subscriber, reason)
+    if current is request.state:
+        return effective(definition, subscriber, SetStatusReason.NO_STATUS_CHANGE)
+    changes.record_status(subscriber, definition, request.state, request.legal_basis, request.legal_basis_explanation)
+    return effective(definition, subscriber, SetStatusReason.REQUESTED_CHANGE_OCCURRED)
+
+
+def _lift_wide_opt_outs(changes: Changes, subscriber: Subscriber, target: Definition) -> None:
+    """A resubscribe lifts the opt-outs covering `target`, and records every other subscription
+    of the lifted scope as UNSUBSCRIBED at the same moment: lifting never re-subscribes anything else."""
+    portal_wide = subscriber.wide_opt_out(target.business_unit_id)
+    lifted: list[tuple[WideScope, int]] = []
+    for key in ((WideScope.PORTAL_WIDE, 0), (WideScope.BUSINESS_UNIT_WIDE, target.business_unit_id)):
+        row = subscriber.wide.get(key)
+        if row is not None and row.status is Status.UNSUBSCRIBED:
+            lifted.append(key)
+    whole_portal = portal_wide is not None and portal_wide.scope is WideScope.PORTAL_WIDE
+    for definition in changes.active_definitions(None if whole_portal else target.business_unit_id):
+        stored = subscriber.statuses.get(definition.id)
+        if definition.id != target.id and (stored is None or stored.status is not Status.UNSUBSCRIBED):
+            changes.record_status(subscriber, definition, Status.UNSUBSCRIBED, None, None)
+    for scope, business_unit_id in lifted:
+        changes.record_wide(subscriber, scope, business_unit_id, Status.SUBSCRIBED)
+
+
+def unsubscribe_from_all(changes: Changes, address: str, business_unit_id: int | None) -> list[Effective]:
+    """Opt out of all email: portal-wide, or for one brand. Idempotent. Returns the affected
+    subscriptions (UNSUBSCRIBE_FROM_ALL_OCCURRED, or NO_STATUS_CHANGE where already unsubscribed)."""
+    if business_unit_id is None:
+        scope, unit = WideScope.PORTAL_WIDE, 0
+    else:
+        changes.require_business_unit(business_unit_id)
+        scope, unit = WideScope.BUSINESS_UNIT_WIDE, business_unit_id
+    subscriber = changes.subscriber(address)
+    affected = changes.active_definitions(business_unit_id)
+    before = {d.id: effective(d, subscriber).status for d in affected}
+    row = subscriber.wide.get((scope, unit))
+    if row is None or row.status is not Status.UNSUBSCRIBED:
+        changes.record_wide(subscriber, scope, unit, Status.UNSUBSCRIBED)
+    return [
+        effective(
+            d,
+            subscriber,
+            SetStatusReason.NO_STATUS_CHANGE
+            if before[d.id] is Status.UNSUBSCRIBED
+            else SetStatusReason.UNSUBSCRIBE_FROM_ALL_OCCURRED,
+        )
+        for d in affected
+    ]
+
+
+def wide_statuses(subscriber: Subscriber, business_unit_id: int | None) -> list[WideStatus]:
+    """The opt-out-from-all records ever written; for a brand, its own and the portal-wide one."""
+    rows = sorted(subscriber.wide.values(), key=lambda w: (w.scope is not WideScope.PORTAL_WIDE, w.business_unit_id))
+    if business_unit_id is None:
+        return rows
+    return [w for w in rows if w.scope is WideScope.PORTAL_WIDE or w.business_unit_id == business_unit_id]
+
+
+def subscribe_v3(changes: Changes, request: StatusInput) -> Effective:
+    """v3 subscribe: never overrides an opt-out, refuses a no-op, needs paperwork under GDPR."""
+    definition = changes.definition(request.subscription_id)
+    if changes.portal.gdpr_enabled:
+        require_legal_basis(request.legal_basis, request.legal_basis_explanation)
+    subscriber = changes.subscriber(request.address)
+    stored = subscriber.statuses.get(definition.id)
+    opted_out = subscriber.wide_opt_out(definition.business_unit_id) is not None
+    if opted_out or (stored is not None and stored.status is Status.UNSUBSCRIBED):
+        raise RuleViolation(
+            f"subscription {definition.id} for {request.address} cannot be updated because they have unsubscribed"
+        )
+    if stored is not None and stored.status is Status.SUBSCRIBED:
+        raise RuleViolation(f"{request.address} is already subscribed to subscription {definition.id}")
+    changes.record_status(
+        subscriber, definition, Status.SUBSCRIBED, request.legal_basis, request.legal_basis_explanation
     )
-    tx.append_event(
-        portal_id,
-        address,
-        Channel.EMAIL,
-        old_status=stored.status if stored else Status.NOT_SPECIFIED,
-        new_status=new_status,
-        actor=actor,
-        now=now,
-        subscription_id=definition.id,
-        business_unit_id=definition.business_unit_id,
-        legal_basis=legal_basis,
-        legal_basis_explanation=legal_basis_explanation,
+    return effective(definition, subscriber)
+
+
+def unsubscribe_v3(changes: Changes, request: StatusInput) -> Effective:
+    """v3 unsubscribe: recorded with whatever paperwork was given, unless the portal is HubSpot-strict."""
+    definition = changes.definition(request.subscription_id)
+    if changes.portal.gdpr_enabled and changes.portal.hubspot_strict:
+        require_legal_basis(request.legal_basis, request.legal_basis_explanation)
+    subscriber = changes.subscriber(request.address)
+    stored = subscriber.statuses.get(definition.id)
+    if stored is not None and stored.status is Status.UNSUBSCRIBED:
+        raise RuleViolation(f"{request.address} is already unsubscribed to subscription {definition.id}")
+    changes.record_status(
+        subscriber, definition, Status.UNSUBSCRIBED, request.legal_basis, request.legal_basis_explanation
     )
+    return effective(definition, subscriber)
+
+
+def resubscribe_v3(changes: Changes, request: StatusInput) -> Effective:
+    """The dated versions' v3-shaped resubscribe: a re-consent that lifts the opt-outs in scope."""
+    definition = changes.definition(request.subscription_id)
+    if effective(definition, changes.subscriber(request.address)).status is Status.SUBSCRIBED:
+        raise RuleViolation(f"{request.address} is already subscribed to subscription {definition.id}")
+    return set_status(
+        changes,
+        StatusInput(
+            request.address, definition.id, Status.SUBSCRIBED, request.legal_basis, request.legal_basis_explanation
+        ),
+    )
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One batch input the rules or validation refused; the others still apply."""
+
+    index: int
+    raw: str
+    error: DomainError
+
+
+def normalize_inputs(raw: Sequence[str]) -> tuple[list[tuple[int, str, str]], list[Refused]]:
+    """Valid addresses as (index, raw, normalised), first occurrence of each address only; invalid ones refused."""
+    accepted: dict[str, tuple[int, str, str]] = {}
+    refused: list[Refused] = []
+    for index, value in enumerate(raw):
+        try:
+            address = normalize_email(value)
+        except DomainError as exc:
+            refused.append(Refused(index, value, exc))
+            continue
+        accepted.setdefault(address, (index, value, address))
+    return list(accepted.values()), refused
+
+
+def write_batch(
+    changes: Changes, inputs: Sequence[tuple[str, StatusInput | DomainError]]
+) -> list[tuple[int, str, Effective | DomainError]]:
+    """Apply each input in order (each sees those before it); refusals are per input."""
+    changes.load(i.address for _, i in inputs if isinstance(i, StatusInput))
+    outcomes: list[tuple[int, str, Effective | DomainError]] = []
+    for index, (raw, item) in enumerate(inputs):
+        if isinstance(item, DomainError):
+            outcomes.append((index, raw, item))
+            continue
+        try:
+            outcomes.append((index, raw, set_status(changes, item)))
+        except DomainError as exc:
+            outcomes.append((index, raw, exc))
+    return outcomes

@@ -5,8 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from commprefs.clock import now_ms
-from commprefs.domain.enums import Channel, Status, WideScope
+from commprefs.domain.enums import WideScope
 from tests.conftest import PortalFixture, make_portal
 from tests.openapi import assert_valid
 
@@ -210,10 +209,12 @@ def test_hubspot_strict_gdpr_portal_refuses_unsubscribe_without_paperwork(gdpr_p
 
 
 def _opt_out(portal: PortalFixture, address: str, scope: WideScope, business_unit_id: int = 0) -> None:
-    with portal.server.store.transaction() as tx:
-        tx.upsert_wide(
-            portal.id, address, Channel.EMAIL, scope, business_unit_id, Status.UNSUBSCRIBED, "test", now_ms()
-        )
+    """Opt out of all through v4 (v3 has no such call)."""
+    params: dict[str, str | int] = {"channel": "EMAIL"}
+    if scope is WideScope.BUSINESS_UNIT_WIDE:
+        params["businessUnitId"] = business_unit_id
+    response = portal.client().post(f"/communication-preferences/v4/statuses/{address}/unsubscribe-all", params=params)
+    assert response.status_code == 200, response.text
 
 
 def test_portal_wide_opt_out_shows_as_portal_wide_status(api: httpx.Client, portal: PortalFixture) -> None:

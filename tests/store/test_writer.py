@@ -7,7 +7,7 @@ import pytest
 
 from commprefs import consent
 from commprefs.clock import now_ms
-from commprefs.domain.enums import Source
+from commprefs.domain.enums import Source, Status
 from commprefs.domain.errors import RuleViolation
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
@@ -26,7 +26,8 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         actor = Actor(Source.API)
 
         def unsubscribe(address: str):  # type: ignore[no-untyped-def]
-            return lambda tx: consent.unsubscribe_v3(tx, portal.id, address, marketing, None, None, actor, now_ms())
+            change = consent.StatusInput(address, marketing, Status.UNSUBSCRIBED)
+            return lambda tx: consent.apply(tx, portal.id, actor, now_ms(), consent.unsubscribe_v3, change)
 
         async def main() -> list[object]:
             # 200 distinct addresses, and each of 20 addresses twice: the second of each pair is refused.
@@ -43,7 +44,8 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         assert len({e.subscriber for e in events}) == 220
 
         def broken(tx: Tx) -> None:
-            consent.unsubscribe_v3(tx, portal.id, "half@example.com", marketing, None, None, actor, now_ms())
+            change = consent.StatusInput("half@example.com", marketing, Status.UNSUBSCRIBED)
+            consent.apply(tx, portal.id, actor, now_ms(), consent.unsubscribe_v3, change)
             raise RuntimeError("boom after a write")
 
         async def mixed() -> list[object]:

@@ -4,15 +4,16 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from commprefs.clock import iso
-from commprefs.consent import V3View
-from commprefs.domain.model import Definition
+from commprefs.clock import iso, now_ms
+from commprefs.consent import Effective
+from commprefs.domain.errors import DomainError, NotFound
+from commprefs.domain.model import Definition, WideStatus
 
 INT64_MAX = 2**63 - 1
 
 
 def _subscription_id(value: object) -> int:
-    """HubSpot documents a string id and accepts a number; both mean the same definition."""
+    """HubSpot documents a string id in v3 and a number in v4, and accepts both; so do we."""
     if isinstance(value, bool):
         raise ValueError("must be a subscription id (digits)")
     if isinstance(value, int):
@@ -58,18 +59,78 @@ def definition_json(definition: Definition, *, with_translations: bool = False) 
     return body
 
 
-def v3_status_json(view: V3View) -> dict[str, Any]:
-    definition = view.definition
+def v3_status_json(status: Effective) -> dict[str, Any]:
+    definition = status.definition
     body: dict[str, Any] = {
         "id": str(definition.id),
         "name": definition.name,
         "description": definition.description,
-        "status": view.status.value,
-        "sourceOfStatus": view.source_of_status.value,
+        "status": status.v3_status.value,
+        "sourceOfStatus": status.source_of_status.value,
         "brandId": definition.business_unit_id,
     }
-    if view.legal_basis is not None:
-        body["legalBasis"] = view.legal_basis.value
-    if view.legal_basis_explanation is not None:
-        body["legalBasisExplanation"] = view.legal_basis_explanation
+    if status.legal_basis is not None:
+        body["legalBasis"] = status.legal_basis.value
+    if status.legal_basis_explanation is not None:
+        body["legalBasisExplanation"] = status.legal_basis_explanation
     return body
+
+
+def public_status_json(status: Effective, subscriber_id: str) -> dict[str, Any]:
+    """v4's PublicStatus. Optional fields without a value are left out: HubSpot's documents do
+    not mark them nullable, so an explicit null would break strict clients."""
+    body: dict[str, Any] = {
+        "subscriberIdString": subscriber_id,
+        "subscriptionId": status.definition.id,
+        "subscriptionName": status.definition.name,
+        "channel": "EMAIL",
+        "status": status.status.value,
+        "source": status.source,
+        "timestamp": iso(status.timestamp),
+        "businessUnitId": status.definition.business_unit_id,
+    }
+    if status.legal_basis is not None:
+        body["legalBasis"] = status.legal_basis.value
+    if status.legal_basis_explanation is not None:
+        body["legalBasisExplanation"] = status.legal_basis_explanation
+    if status.reason is not None:
+        body["setStatusSuccessReason"] = status.reason.value
+    return body
+
+
+def wide_status_json(wide: WideStatus, subscriber_id: str) -> dict[str, Any]:
+    return {
+        "subscriberIdString": subscriber_id,
+        "wideStatusType": wide.scope.value,
+        "businessUnitId": wide.business_unit_id,
+        "channel": "EMAIL",
+        "status": wide.status.value,
+        "timestamp": iso(wide.updated_at),
+    }
+
+
+def envelope(results: list[Any], started_at: int, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """HubSpot's ActionResponse/BatchResponse envelope (always COMPLETE: work is synchronous)."""
+    body: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "requestedAt": iso(started_at),
+        "startedAt": iso(started_at),
+        "completedAt": iso(now_ms()),
+    }
+    if errors:
+        body["numErrors"] = len(errors)
+        body["errors"] = errors
+    return body
+
+
+def batch_error(error: DomainError, index: int, raw: str, **context: list[str]) -> dict[str, Any]:
+    """One input's refusal, as HubSpot's StandardError."""
+    return {
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND" if isinstance(error, NotFound) else "VALIDATION_ERROR",
+        "message": error.message,
+        "context": {"inputIndex": [str(index)], "subscriberIdString": [raw], **context},
+        "errors": [{"message": error.message, "in": error.field or "inputs", "code": "INVALID"}],
+        "links": {},
+    }

@@ -36,6 +36,15 @@ class LegalBasis(StrEnum):
     PROCESS_AND_STORE = "PROCESS_AND_STORE"
 
 
+class SetStatusReason(StrEnum):
+    """What a v4 write did, reported as `setStatusSuccessReason`."""
+
+    NO_STATUS_CHANGE = "NO_STATUS_CHANGE"
+    REQUESTED_CHANGE_OCCURRED = "REQUESTED_CHANGE_OCCURRED"
+    RESUBSCRIBE_OCCURRED = "RESUBSCRIBE_OCCURRED"
+    UNSUBSCRIBE_FROM_ALL_OCCURRED = "UNSUBSCRIBE_FROM_ALL_OCCURRED"
+
+
 class Channel(StrEnum):
     EMAIL = "EMAIL"
 

@@ -73,21 +73,26 @@ class WideStatus:
     updated_at: int
 
 
-@dataclass(frozen=True, slots=True)
+WideKey = tuple[WideScope, int]
+
+
+@dataclass(slots=True)
 class Subscriber:
-    """Everything recorded for one address: per-subscription rows and wide rows."""
+    """Everything recorded for one address and channel: per-subscription rows and wide rows.
+
+    Mutable on purpose: the consent rules update it in memory while planning a transaction's writes.
+    """
 
     address: str
     statuses: dict[int, StoredStatus] = field(default_factory=dict)
-    wide: tuple[WideStatus, ...] = ()
+    wide: dict[WideKey, WideStatus] = field(default_factory=dict)
 
-    def wide_opt_out(self, business_unit_id: int) -> WideScope | None:
-        """Which opt-out from all covers subscriptions of this brand, if any (portal-wide first)."""
-        for scope in (WideScope.PORTAL_WIDE, WideScope.BUSINESS_UNIT_WIDE):
-            for row in self.wide:
-                covers = scope is WideScope.PORTAL_WIDE or row.business_unit_id == business_unit_id
-                if row.scope is scope and row.status is Status.UNSUBSCRIBED and covers:
-                    return scope
+    def wide_opt_out(self, business_unit_id: int) -> WideStatus | None:
+        """The opt-out from all that covers subscriptions of this brand, if any (portal-wide first)."""
+        for key in ((WideScope.PORTAL_WIDE, 0), (WideScope.BUSINESS_UNIT_WIDE, business_unit_id)):
+            row = self.wide.get(key)
+            if row is not None and row.status is Status.UNSUBSCRIBED:
+                return row
         return None
 
 

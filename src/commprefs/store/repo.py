@@ -11,7 +11,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from commprefs.domain.enums import LegalBasis, Scope, Status, WideScope
 from commprefs.domain.model import (
-    Actor,
     BusinessUnit,
     Definition,
     Portal,
@@ -25,6 +24,7 @@ from commprefs.store.schema import (
     business_unit,
     consent_event,
     definition_translation,
+    idempotency_key,
     portal,
     subscription_definition,
     subscription_status,
@@ -245,19 +245,28 @@ class Tx:
     # -- statuses -------------------------------------------------------------------------
 
     def get_subscriber(self, portal_id: int, address: str, channel: str) -> Subscriber:
+        return self.get_subscribers(portal_id, [address], channel)[address]
+
+    def get_subscribers(self, portal_id: int, addresses: Iterable[str], channel: str) -> dict[str, Subscriber]:
+        """Every recorded row for these addresses, in two queries whatever their number."""
+        found = {address: Subscriber(address) for address in addresses}
+        if not found:
+            return found
+        wanted = list(found)
         s = subscription_status
         rows = self.conn.execute(
             select(
+                s.c.subscriber,
                 s.c.subscription_id,
                 s.c.status,
                 s.c.legal_basis,
                 s.c.legal_basis_explanation,
                 s.c.source,
                 s.c.updated_at,
-            ).where(s.c.portal_id == portal_id, s.c.subscriber == address, s.c.channel == channel)
+            ).where(s.c.portal_id == portal_id, s.c.channel == channel, s.c.subscriber.in_(wanted))
         )
-        statuses = {
-            r.subscription_id: StoredStatus(
+        for r in rows:
+            found[r.subscriber].statuses[r.subscription_id] = StoredStatus(
                 r.subscription_id,
                 Status(r.status),
                 LegalBasis(r.legal_basis) if r.legal_basis else None,
@@ -265,113 +274,64 @@ class Tx:
                 r.source,
                 r.updated_at,
             )
-            for r in rows
-        }
         w = wide_status
         wide_rows = self.conn.execute(
-            select(w.c.scope, w.c.business_unit_id, w.c.status, w.c.source, w.c.updated_at).where(
-                w.c.portal_id == portal_id, w.c.subscriber == address, w.c.channel == channel
+            select(w.c.subscriber, w.c.scope, w.c.business_unit_id, w.c.status, w.c.source, w.c.updated_at).where(
+                w.c.portal_id == portal_id, w.c.channel == channel, w.c.subscriber.in_(wanted)
             )
         )
-        wide = tuple(
-            WideStatus(WideScope(r.scope), r.business_unit_id, Status(r.status), r.source, r.updated_at)
-            for r in wide_rows
-        )
-        return Subscriber(address, statuses, wide)
-
-    def upsert_status(
-        self,
-        portal_id: int,
-        address: str,
-        channel: str,
-        subscription_id: int,
-        status: Status,
-        legal_basis: LegalBasis | None,
-        legal_basis_explanation: str | None,
-        source: str,
-        now: int,
-    ) -> None:
-        s = subscription_status
-        values = {
-            "status": status.value,
-            "legal_basis": legal_basis.value if legal_basis else None,
-            "legal_basis_explanation": legal_basis_explanation,
-            "source": source,
-            "updated_at": now,
-        }
-        stmt = self._insert(s).values(
-            portal_id=portal_id, subscriber=address, channel=channel, subscription_id=subscription_id, **values
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[s.c.portal_id, s.c.subscriber, s.c.channel, s.c.subscription_id], set_=values
-        )
-        self.conn.execute(stmt)
-
-    def upsert_wide(
-        self,
-        portal_id: int,
-        address: str,
-        channel: str,
-        scope: WideScope,
-        business_unit_id: int,
-        status: Status,
-        source: str,
-        now: int,
-    ) -> None:
-        w = wide_status
-        values = {"status": status.value, "source": source, "updated_at": now}
-        stmt = self._insert(w).values(
-            portal_id=portal_id,
-            subscriber=address,
-            channel=channel,
-            scope=scope.value,
-            business_unit_id=business_unit_id,
-            **values,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[w.c.portal_id, w.c.subscriber, w.c.channel, w.c.scope, w.c.business_unit_id],
-            set_=values,
-        )
-        self.conn.execute(stmt)
-
-    # -- consent history ------------------------------------------------------------------
-
-    def append_event(
-        self,
-        portal_id: int,
-        address: str,
-        channel: str,
-        *,
-        old_status: Status,
-        new_status: Status,
-        actor: Actor,
-        now: int,
-        subscription_id: int | None = None,
-        wide_scope: WideScope | None = None,
-        business_unit_id: int | None = None,
-        legal_basis: LegalBasis | None = None,
-        legal_basis_explanation: str | None = None,
-    ) -> None:
-        self.conn.execute(
-            consent_event.insert().values(
-                portal_id=portal_id,
-                subscriber=address,
-                channel=channel,
-                subscription_id=subscription_id,
-                wide_scope=wide_scope.value if wide_scope else None,
-                business_unit_id=business_unit_id,
-                old_status=old_status.value,
-                new_status=new_status.value,
-                legal_basis=legal_basis.value if legal_basis else None,
-                legal_basis_explanation=legal_basis_explanation,
-                source=str(actor.source),
-                actor_token_id=actor.token_id,
-                request_id=actor.request_id,
-                ip=actor.ip,
-                user_agent=actor.user_agent,
-                occurred_at=now,
+        for w_row in wide_rows:
+            scope = WideScope(w_row.scope)
+            found[w_row.subscriber].wide[(scope, w_row.business_unit_id)] = WideStatus(
+                scope, w_row.business_unit_id, Status(w_row.status), w_row.source, w_row.updated_at
             )
+        return found
+
+    def write_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert subscription_status rows (full column dicts) in one set-based statement."""
+        if rows:
+            self._upsert(subscription_status, rows, ["portal_id", "subscriber", "channel", "subscription_id"])
+
+    def write_wide_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self._upsert(wide_status, rows, ["portal_id", "subscriber", "channel", "scope", "business_unit_id"])
+
+    def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append consent events in order, in one set-based statement."""
+        if rows:
+            self.conn.execute(consent_event.insert(), list(rows))
+
+    def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
+        stmt = self._insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        self.conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), list(rows))
+
+    # -- idempotency keys -------------------------------------------------------------------
+
+    def get_idempotent(self, portal_id: int, key: str) -> Row[Any] | None:
+        k = idempotency_key
+        return self.conn.execute(select(k).where(k.c.portal_id == portal_id, k.c.key == key)).first()
+
+    def save_idempotent(
+        self, portal_id: int, key: str, fingerprint: str, status_code: int, body: bytes, now: int
+    ) -> None:
+        self._upsert(
+            idempotency_key,
+            [
+                {
+                    "portal_id": portal_id,
+                    "key": key,
+                    "fingerprint": fingerprint,
+                    "status_code": status_code,
+                    "body": body,
+                    "created_at": now,
+                }
+            ],
+            ["portal_id", "key"],
         )
+
+    def purge_idempotent(self, before: int) -> int:
+        return self.conn.execute(delete(idempotency_key).where(idempotency_key.c.created_at < before)).rowcount
 
     def list_events(self, portal_id: int, address: str | None = None) -> list[Row[Any]]:
         e = consent_event

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -151,4 +152,17 @@ consent_event = Table(
     Column("occurred_at", BigInteger, nullable=False),
     Index(None, "portal_id", "subscriber", "id"),
     Index(None, "portal_id", "id"),
+)
+
+# A write's first answer, so that a retry with the same Idempotency-Key replays it (24 hours).
+idempotency_key = Table(
+    "idempotency_key",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "created_at"),
 )

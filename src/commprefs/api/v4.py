@@ -1,0 +1,321 @@
+"""HubSpot's v4 Communication Preferences API (and the dated versions that carry it): definitions,
+per-channel statuses, opt-outs from all, and batches of up to 1,000 inputs."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+
+from commprefs import consent
+from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope
+from commprefs.api.errors import ApiError, field_error, validation_errors
+from commprefs.api.idempotency import idempotent
+from commprefs.api.responses import JSON
+from commprefs.api.v3 import api_actor
+from commprefs.api.wire import (
+    SubscriptionId,
+    batch_error,
+    definition_json,
+    envelope,
+    public_status_json,
+    wide_status_json,
+)
+from commprefs.clock import now_ms
+from commprefs.domain.email import normalize_email
+from commprefs.domain.enums import Channel, LegalBasis, Scope, Status
+from commprefs.domain.errors import DomainError, InvalidEmail, RuleViolation
+from commprefs.domain.model import TokenInfo
+
+MAX_BATCH = 1000
+
+BatchReadCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ))]
+BatchWriteCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_WRITE))]
+ChannelQuery = Annotated[Channel, Query(description="The channel: EMAIL.")]
+BusinessUnitQuery = Annotated[int | None, Query(ge=0, description="A brand; without it, the whole portal.")]
+VerboseQuery = Annotated[bool, Query(description="Return the affected statuses.")]
+
+
+class PartialPublicStatusRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    statusState: Status
+    subscriptionId: SubscriptionId
+    channel: Channel
+    legalBasis: LegalBasis | None = None
+    legalBasisExplanation: StrictStr | None = None
+
+
+class PublicStatusRequest(PartialPublicStatusRequest):
+    subscriberIdString: StrictStr
+
+
+class BatchInputString(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[Any] = Field(description=f"Email addresses, at most {MAX_BATCH}.")
+
+
+class BatchInputPublicStatusRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[Any] = Field(description=f"Status changes (PublicStatusRequest), at most {MAX_BATCH}.")
+
+
+_STATUS_REQUEST = TypeAdapter(PublicStatusRequest)
+
+
+def _check_size(inputs: list[Any]) -> None:
+    if len(inputs) > MAX_BATCH:
+        message = f"inputs holds {len(inputs)} items; a batch takes at most {MAX_BATCH}"
+        raise ApiError(400, message, errors=[field_error(message, "inputs", "TOO_MANY")])
+
+
+def _input_string(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+# -- single subscriber ----------------------------------------------------------------------------
+
+
+async def get_definitions(
+    caller: ReadCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+    includeTranslations: bool = False,
+) -> Any:
+    started = now_ms()
+    definitions = await store.aread(
+        lambda tx: tx.list_definitions(
+            caller.portal_id, business_unit_id=businessUnitId, with_translations=includeTranslations
+        )
+    )
+    return JSON(envelope([definition_json(d, with_translations=includeTranslations) for d in definitions], started))
+
+
+async def get_statuses(
+    subscriberIdString: str,
+    channel: ChannelQuery,
+    request: Request,
+    caller: ReadCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+) -> Any:
+    started = now_ms()
+    address = normalize_email(subscriberIdString)
+    actor = api_actor(request, caller)
+    found = await store.aread(
+        lambda tx: consent.apply(
+            tx, caller.portal_id, actor, started, consent.Changes.statuses, address, businessUnitId
+        )
+    )
+    return JSON(envelope([public_status_json(s, subscriberIdString) for s in found], started))
+
+
+async def set_status(
+    subscriberIdString: str, body: PartialPublicStatusRequest, request: Request, caller: WriteCaller, store: StoreDep
+) -> Any:
+    started = now_ms()
+    change = consent.StatusInput(
+        normalize_email(subscriberIdString),
+        body.subscriptionId,
+        body.statusState,
+        body.legalBasis,
+        body.legalBasisExplanation,
+    )
+    actor = api_actor(request, caller)
+
+    def work(tx: Any) -> JSON:
+        result = consent.apply(tx, caller.portal_id, actor, started, consent.set_status, change)
+        return JSON(envelope([public_status_json(result, subscriberIdString)], started))
+
+    return await idempotent(request, caller, store, work)
+
+
+async def get_unsubscribe_all(
+    subscriberIdString: str,
+    channel: ChannelQuery,
+    caller: ReadCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+    verbose: VerboseQuery = False,
+) -> Any:
+    started = now_ms()
+    address = normalize_email(subscriberIdString)
+    subscriber = await store.aread(lambda tx: tx.get_subscriber(caller.portal_id, address, channel))
+    rows = consent.wide_statuses(subscriber, businessUnitId)
+    return JSON(envelope([wide_status_json(w, subscriberIdString) for w in rows], started))
+
+
+async def unsubscribe_all(
+    subscriberIdString: str,
+    channel: ChannelQuery,
+    request: Request,
+    caller: WriteCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+    verbose: VerboseQuery = False,
+) -> Any:
+    started = now_ms()
+    address = normalize_email(subscriberIdString)
+    actor = api_actor(request, caller)
+
+    def work(tx: Any) -> JSON:
+        affected = consent.apply(
+            tx, caller.portal_id, actor, started, consent.unsubscribe_from_all, address, businessUnitId
+        )
+        results = [public_status_json(s, subscriberIdString) for s in affected] if verbose else []
+        return JSON(envelope(results, started))
+
+    return await idempotent(request, caller, store, work)
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+
+def _batch_json(results: list[Any], errors: list[dict[str, Any]], started: int) -> JSON:
+    return JSON(envelope(results, started, errors), status_code=207 if errors else 200)
+
+
+async def batch_read(
+    body: BatchInputString,
+    channel: ChannelQuery,
+    request: Request,
+    caller: BatchReadCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+) -> Any:
+    """Statuses of up to 1,000 addresses; an address given twice is answered once."""
+    started = now_ms()
+    _check_size(body.inputs)
+    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    actor = api_actor(request, caller)
+
+    def read(tx: Any) -> list[tuple[str, list[consent.Effective]]]:
+        changes = consent.Changes(tx, caller.portal_id, actor, started, channel)
+        changes.load(address for _, _, address in accepted)
+        return [(raw, changes.statuses(address, businessUnitId)) for _, raw, address in accepted]
+
+    found = await store.aread(read)
+    results = [
+        {"subscriberIdString": raw, "statuses": [public_status_json(s, raw) for s in statuses]}
+        for raw, statuses in found
+    ]
+    return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+
+
+async def batch_read_unsubscribe_all(
+    body: BatchInputString,
+    channel: ChannelQuery,
+    caller: BatchReadCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+) -> Any:
+    """Opt-out-from-all records of up to 1,000 addresses."""
+    started = now_ms()
+    _check_size(body.inputs)
+    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    subscribers = await store.aread(
+        lambda tx: tx.get_subscribers(caller.portal_id, [address for _, _, address in accepted], channel)
+    )
+    results = [
+        {
+            "subscriberIdString": raw,
+            "wideStatuses": [
+                wide_status_json(w, raw) for w in consent.wide_statuses(subscribers[address], businessUnitId)
+            ],
+        }
+        for _, raw, address in accepted
+    ]
+    return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+
+
+async def batch_unsubscribe_all(
+    body: BatchInputString,
+    channel: ChannelQuery,
+    request: Request,
+    caller: BatchWriteCaller,
+    store: StoreDep,
+    businessUnitId: BusinessUnitQuery = None,
+    verbose: VerboseQuery = False,
+) -> Any:
+    """Opt up to 1,000 addresses out of all email, portal-wide or for one brand."""
+    started = now_ms()
+    _check_size(body.inputs)
+    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    actor = api_actor(request, caller)
+
+    def work(tx: Any) -> JSON:
+        changes = consent.Changes(tx, caller.portal_id, actor, started, channel)
+        changes.load(address for _, _, address in accepted)
+        results = []
+        for _, raw, address in accepted:
+            affected = consent.unsubscribe_from_all(changes, address, businessUnitId)
+            item: dict[str, Any] = {"subscriberIdString": raw}
+            if verbose:
+                item["statuses"] = [public_status_json(s, raw) for s in affected]
+            results.append(item)
+        changes.flush()
+        return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+
+    return await idempotent(request, caller, store, work)
+
+
+def _parse_status_input(value: Any) -> tuple[str, consent.StatusInput | DomainError]:
+    raw = _input_string(value.get("subscriberIdString", "")) if isinstance(value, dict) else _input_string(value)
+    try:
+        parsed = _STATUS_REQUEST.validate_python(value)
+    except ValidationError as exc:
+        message, details = validation_errors(list(exc.errors()))
+        error = RuleViolation(message, field=details[0]["in"] if details else None)
+        return raw, error
+    try:
+        address = normalize_email(parsed.subscriberIdString)
+    except InvalidEmail as exc:
+        return raw, exc
+    return raw, consent.StatusInput(
+        address, parsed.subscriptionId, parsed.statusState, parsed.legalBasis, parsed.legalBasisExplanation
+    )
+
+
+async def batch_write(
+    body: BatchInputPublicStatusRequest, request: Request, caller: BatchWriteCaller, store: StoreDep
+) -> Any:
+    """Up to 1,000 status changes, applied in input order (a later input sees the earlier ones),
+    each on its own: a refused input is reported in `errors` and the others are applied."""
+    started = now_ms()
+    _check_size(body.inputs)
+    parsed = [_parse_status_input(value) for value in body.inputs]
+    actor = api_actor(request, caller)
+
+    def work(tx: Any) -> JSON:
+        changes = consent.Changes(tx, caller.portal_id, actor, started)
+        outcomes = consent.write_batch(changes, parsed)
+        changes.flush()
+        results, errors = [], []
+        for index, raw, outcome in outcomes:
+            if isinstance(outcome, DomainError):
+                errors.append(batch_error(outcome, index, raw))
+            else:
+                results.append(public_status_json(outcome, raw))
+        return _batch_json(results, errors, started)
+
+    return await idempotent(request, caller, store, work)
+
+
+def router(prefix: str) -> APIRouter:
+    """The v4 operations under `prefix` (v4 itself and each dated version)."""
+    api = APIRouter(prefix=prefix, tags=[prefix.rsplit("/", 1)[-1]])
+    routes: list[tuple[str, Any, str, str]] = [
+        ("/definitions", get_definitions, "GET", "Subscription definitions, by brand, with translations"),
+        ("/statuses/batch/read", batch_read, "POST", "Statuses of many subscribers"),
+        ("/statuses/batch/write", batch_write, "POST", "Set many statuses"),
+        ("/statuses/batch/unsubscribe-all", batch_unsubscribe_all, "POST", "Opt many subscribers out of all"),
+        ("/statuses/batch/unsubscribe-all/read", batch_read_unsubscribe_all, "POST", "Opt-out-from-all records"),
+        ("/statuses/{subscriberIdString}/unsubscribe-all", get_unsubscribe_all, "GET", "Opt-out-from-all records"),
+        ("/statuses/{subscriberIdString}/unsubscribe-all", unsubscribe_all, "POST", "Opt out of all email"),
+        ("/statuses/{subscriberIdString}", get_statuses, "GET", "A subscriber's statuses"),
+        ("/statuses/{subscriberIdString}", set_status, "POST", "Set one subscription's status"),
+    ]
+    for path, endpoint, method, summary in routes:
+        api.add_api_route(path, endpoint, methods=[method], summary=summary)
+    return api
