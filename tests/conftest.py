@@ -26,6 +26,7 @@ from commprefs.clock import now_ms
 from commprefs.config import Settings
 from commprefs.domain.enums import Scope
 from commprefs.store import Store
+from tests.openapi import validate_exchange
 
 PG_ENV = "COMMPREFS_TEST_DATABASE_URL"
 STORES = ["sqlite", "postgresql"]
@@ -108,6 +109,12 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield srv
 
 
+def check_contract(response: httpx.Response) -> None:
+    response.read()
+    if response.headers.get("content-type", "").startswith("application/json"):
+        validate_exchange(response.request.method, response.request.url.path, response.status_code, response.json())
+
+
 @dataclass
 class PortalFixture:
     """A fresh portal with HubSpot's three default definitions and a token with every scope."""
@@ -123,8 +130,11 @@ class PortalFixture:
         return self.definitions["Marketing Information"]
 
     def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token or self.token}"} if (token or self.token) else {}
-        client = httpx.Client(base_url=self.server.base_url, headers=headers, timeout=30)
+        """A client whose every response is checked against HubSpot's document for its path."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        client = httpx.Client(
+            base_url=self.server.base_url, headers=headers, timeout=30, event_hooks={"response": [check_contract]}
+        )
         self._clients.append(client)
         return client
 

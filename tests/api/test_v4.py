@@ -1,0 +1,454 @@
+"""HubSpot v4 behaviour over HTTP on both stores; every response is checked against HubSpot's v4
+document by the client's response hook (see conftest.check_contract)."""
+
+from typing import Any
+
+import httpx
+import pytest
+
+from commprefs.domain.enums import Scope
+from tests.conftest import PortalFixture
+
+V4 = "/communication-preferences/v4"
+V3 = "/communication-preferences/v3"
+EMAIL = {"channel": "EMAIL"}
+
+
+def set_status(api: httpx.Client, email: str, subscription_id: int, state: str, **extra: Any) -> httpx.Response:
+    body = {"statusState": state, "subscriptionId": subscription_id, "channel": "EMAIL", **extra}
+    return api.post(f"{V4}/statuses/{email}", json=body)
+
+
+def result(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    (only,) = response.json()["results"]
+    return only  # type: ignore[no-any-return]
+
+
+def v4_statuses(api: httpx.Client, email: str, **params: Any) -> dict[str, dict[str, Any]]:
+    response = api.get(f"{V4}/statuses/{email}", params={**EMAIL, **params})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "COMPLETE"
+    return {s["subscriptionName"]: s for s in response.json()["results"]}
+
+
+def v3_statuses(api: httpx.Client, email: str) -> dict[str, dict[str, Any]]:
+    response = api.get(f"{V3}/status/email/{email}")
+    assert response.status_code == 200
+    return {s["name"]: s for s in response.json()["subscriptionStatuses"]}
+
+
+def unsubscribe_all(api: httpx.Client, email: str, **params: Any) -> httpx.Response:
+    return api.post(f"{V4}/statuses/{email}/unsubscribe-all", params={**EMAIL, **params})
+
+
+def make_brand(api: httpx.Client, name: str, definition: str) -> tuple[int, int]:
+    brand = api.post("/commprefs/v1/business-units", json={"name": name}).json()["id"]
+    created = api.post("/commprefs/v1/definitions", json={"name": definition, "businessUnitId": brand})
+    return brand, int(created.json()["id"])
+
+
+# -- definitions ----------------------------------------------------------------------------------
+
+
+def test_definitions_envelope_brand_filter_and_translations(api: httpx.Client) -> None:
+    body = api.get(f"{V4}/definitions").json()
+    assert body["status"] == "COMPLETE" and len(body["results"]) == 3
+    assert "subscriptionTranslations" not in body["results"][0]
+    brand, _ = make_brand(api, "Outdoor", "Trail news")
+    api.patch(
+        f"/commprefs/v1/definitions/{body['results'][0]['id']}",
+        json={"translations": [{"languageCode": "de", "name": "Marketing-Infos", "description": "Angebote."}]},
+    )
+    only_brand = api.get(f"{V4}/definitions", params={"businessUnitId": brand}).json()["results"]
+    assert [d["name"] for d in only_brand] == ["Trail news"]
+    assert len(api.get(f"{V4}/definitions", params={"businessUnitId": 0}).json()["results"]) == 3
+    translated = api.get(f"{V4}/definitions", params={"includeTranslations": "true"}).json()["results"]
+    marketing = next(d for d in translated if d["name"] == "Marketing Information")
+    assert [(t["languageCode"], t["name"]) for t in marketing["subscriptionTranslations"]] == [
+        ("de", "Marketing-Infos")
+    ]
+    assert all("subscriptionTranslations" in d for d in translated)
+
+
+# -- one subscriber ----------------------------------------------------------------------------------
+
+
+def test_never_seen_address_is_not_specified(api: httpx.Client) -> None:
+    found = v4_statuses(api, "new@example.com")
+    assert {s["status"] for s in found.values()} == {"NOT_SPECIFIED"}
+    assert {s["source"] for s in found.values()} == {"Not specified"}
+    assert all("setStatusSuccessReason" not in s for s in found.values())
+    assert all(isinstance(s["subscriptionId"], int) for s in found.values())
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "code"),
+    [
+        ({}, "channel", "REQUIRED"),
+        ({"channel": "SMS"}, "channel", "INVALID_ENUM"),
+        ({"channel": "EMAIL", "businessUnitId": "x"}, "businessUnitId", "INVALID_TYPE"),
+    ],
+)
+def test_channel_is_required_and_checked(api: httpx.Client, params: dict[str, str], field: str, code: str) -> None:
+    response = api.get(f"{V4}/statuses/a@example.com", params=params)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["in"] == field
+    assert response.json()["errors"][0]["code"] == code
+
+
+def test_set_status_reasons(api: httpx.Client, portal: PortalFixture) -> None:
+    first = result(set_status(api, "Reasons@Example.com", portal.marketing, "SUBSCRIBED"))
+    assert first["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
+    assert first["status"] == "SUBSCRIBED" and first["source"] == "Public status API"
+    assert first["subscriberIdString"] == "Reasons@Example.com"
+    same = result(set_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
+    assert same["setStatusSuccessReason"] == "NO_STATUS_CHANGE"
+    out = result(set_status(api, "reasons@example.com", portal.marketing, "UNSUBSCRIBED"))
+    assert out["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED" and out["status"] == "UNSUBSCRIBED"
+    back = result(set_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
+    assert back["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED" and back["status"] == "SUBSCRIBED"
+    reset = result(set_status(api, "reasons@example.com", portal.marketing, "NOT_SPECIFIED"))
+    assert reset["status"] == "NOT_SPECIFIED" and reset["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
+    transitions = [(e["old_status"], e["new_status"]) for e in portal.events("reasons@example.com")]
+    assert transitions == [
+        ("NOT_SPECIFIED", "SUBSCRIBED"),
+        ("SUBSCRIBED", "UNSUBSCRIBED"),
+        ("UNSUBSCRIBED", "SUBSCRIBED"),
+        ("SUBSCRIBED", "NOT_SPECIFIED"),
+    ]
+
+
+def test_v4_and_v3_see_one_state(api: httpx.Client, portal: PortalFixture) -> None:
+    set_status(api, "both@example.com", portal.marketing, "UNSUBSCRIBED")
+    assert v3_statuses(api, "both@example.com")["Marketing Information"]["status"] == "NOT_SUBSCRIBED"
+    api.post(
+        f"{V3}/subscribe",
+        json={"emailAddress": "both@example.com", "subscriptionId": str(portal.definitions["One to One"])},
+    )
+    assert v4_statuses(api, "both@example.com")["One to One"]["status"] == "SUBSCRIBED"
+    assert v4_statuses(api, "both@example.com")["Marketing Information"]["status"] == "UNSUBSCRIBED"
+
+
+def test_unknown_subscription_and_bad_bodies(api: httpx.Client, portal: PortalFixture) -> None:
+    missing = set_status(api, "x@example.com", 12345, "SUBSCRIBED")
+    assert missing.status_code == 404 and missing.json()["category"] == "OBJECT_NOT_FOUND"
+    for body in (
+        {"statusState": "MAYBE", "subscriptionId": portal.marketing, "channel": "EMAIL"},
+        {"statusState": "SUBSCRIBED", "subscriptionId": portal.marketing, "channel": "FAX"},
+        {"statusState": "SUBSCRIBED", "channel": "EMAIL"},
+    ):
+        response = api.post(f"{V4}/statuses/x@example.com", json=body)
+        assert response.status_code == 400, body
+    assert set_status(api, "not-an-email", portal.marketing, "SUBSCRIBED").status_code == 400
+    assert portal.events() == []
+
+
+def test_gdpr_subscribe_needs_legal_basis_in_v4_too(portal: PortalFixture) -> None:
+    portal.update(gdpr_enabled=True)
+    api = portal.client()
+    refused = set_status(api, "eu@example.com", portal.marketing, "SUBSCRIBED")
+    assert refused.status_code == 400 and refused.json()["errors"][0]["in"] == "legalBasis"
+    assert set_status(api, "eu@example.com", portal.marketing, "UNSUBSCRIBED").status_code == 200
+    ok = set_status(
+        api,
+        "eu@example.com",
+        portal.marketing,
+        "SUBSCRIBED",
+        legalBasis="CONSENT_WITH_NOTICE",
+        legalBasisExplanation="form",
+    )
+    assert result(ok)["legalBasis"] == "CONSENT_WITH_NOTICE"
+
+
+# -- opting out of all --------------------------------------------------------------------------------
+
+
+def test_portal_wide_unsubscribe_all(api: httpx.Client, portal: PortalFixture) -> None:
+    set_status(api, "all@example.com", portal.marketing, "SUBSCRIBED")
+    assert api.get(f"{V4}/statuses/all@example.com/unsubscribe-all", params=EMAIL).json()["results"] == []
+    quiet = unsubscribe_all(api, "all@example.com")
+    assert quiet.status_code == 200 and quiet.json()["results"] == []
+    v3 = v3_statuses(api, "all@example.com")
+    assert {s["status"] for s in v3.values()} == {"NOT_SUBSCRIBED"}
+    assert {s["sourceOfStatus"] for s in v3.values()} == {"PORTAL_WIDE_STATUS"}
+    assert {s["status"] for s in v4_statuses(api, "all@example.com").values()} == {"UNSUBSCRIBED"}
+    (wide,) = api.get(f"{V4}/statuses/all@example.com/unsubscribe-all", params=EMAIL).json()["results"]
+    assert wide["wideStatusType"] == "PORTAL_WIDE" and wide["status"] == "UNSUBSCRIBED"
+    again = unsubscribe_all(api, "all@example.com", verbose="true")
+    assert {s["setStatusSuccessReason"] for s in again.json()["results"]} == {"NO_STATUS_CHANGE"}
+    assert len(portal.events("all@example.com")) == 2  # the subscribe, then one opt-out
+
+
+def test_unsubscribe_all_accepts_an_empty_json_body_and_is_verbose_on_request(
+    api: httpx.Client, portal: PortalFixture
+) -> None:
+    response = api.post(f"{V4}/statuses/v@example.com/unsubscribe-all", params={**EMAIL, "verbose": "true"}, json={})
+    assert response.status_code == 200
+    reasons = {s["subscriptionName"]: s["setStatusSuccessReason"] for s in response.json()["results"]}
+    assert reasons == dict.fromkeys(portal.definitions, "UNSUBSCRIBE_FROM_ALL_OCCURRED")
+
+
+def test_an_opt_out_covers_definitions_created_later(api: httpx.Client) -> None:
+    unsubscribe_all(api, "later@example.com")
+    api.post("/commprefs/v1/definitions", json={"name": "Launched later"})
+    assert v4_statuses(api, "later@example.com")["Launched later"]["status"] == "UNSUBSCRIBED"
+    assert v3_statuses(api, "later@example.com")["Launched later"]["sourceOfStatus"] == "PORTAL_WIDE_STATUS"
+
+
+def test_brand_wide_unsubscribe_all(api: httpx.Client, portal: PortalFixture) -> None:
+    brand, _ = make_brand(api, "Outdoor", "Trail news")
+    response = unsubscribe_all(api, "brand@example.com", businessUnitId=brand, verbose="true")
+    assert [s["subscriptionName"] for s in response.json()["results"]] == ["Trail news"]
+    v3 = v3_statuses(api, "brand@example.com")
+    assert v3["Trail news"]["sourceOfStatus"] == "BRAND_WIDE_STATUS"
+    assert v3["Marketing Information"]["sourceOfStatus"] == "SUBSCRIPTION_STATUS"
+    (wide,) = api.get(
+        f"{V4}/statuses/brand@example.com/unsubscribe-all", params={**EMAIL, "businessUnitId": brand}
+    ).json()["results"]
+    assert wide["wideStatusType"] == "BUSINESS_UNIT_WIDE" and wide["businessUnitId"] == brand
+    assert result(set_status(api, "brand@example.com", portal.marketing, "SUBSCRIBED"))["status"] == "SUBSCRIBED"
+    assert v4_statuses(api, "brand@example.com", businessUnitId=brand)["Trail news"]["status"] == "UNSUBSCRIBED"
+    assert unsubscribe_all(api, "brand@example.com", businessUnitId=999).status_code == 404
+
+
+def test_resubscribe_lifts_the_opt_out_and_subscribes_nothing_else(api: httpx.Client, portal: PortalFixture) -> None:
+    one_to_one = portal.definitions["One to One"]
+    set_status(api, "re@example.com", portal.marketing, "SUBSCRIBED")
+    set_status(api, "re@example.com", one_to_one, "SUBSCRIBED")
+    unsubscribe_all(api, "re@example.com")
+    back = result(set_status(api, "re@example.com", portal.marketing, "SUBSCRIBED"))
+    assert back["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED" and back["status"] == "SUBSCRIBED"
+    after = v4_statuses(api, "re@example.com")
+    assert after["Marketing Information"]["status"] == "SUBSCRIBED"
+    assert after["One to One"]["status"] == "UNSUBSCRIBED"  # was SUBSCRIBED before the opt-out: not silently back
+    assert after["Customer Service Communication"]["status"] == "UNSUBSCRIBED"
+    (wide,) = api.get(f"{V4}/statuses/re@example.com/unsubscribe-all", params=EMAIL).json()["results"]
+    assert wide["status"] == "SUBSCRIBED"
+    v3 = v3_statuses(api, "re@example.com")
+    assert v3["Marketing Information"] == {
+        **v3["Marketing Information"],
+        "status": "SUBSCRIBED",
+        "sourceOfStatus": "SUBSCRIPTION_STATUS",
+    }
+
+
+def test_brand_resubscribe_leaves_the_portal_wide_scope_alone(api: httpx.Client, portal: PortalFixture) -> None:
+    brand, brand_news = make_brand(api, "Outdoor", "Trail news")
+    set_status(api, "br@example.com", portal.marketing, "SUBSCRIBED")
+    unsubscribe_all(api, "br@example.com", businessUnitId=brand)
+    assert (
+        result(set_status(api, "br@example.com", brand_news, "SUBSCRIBED"))["setStatusSuccessReason"]
+        == "RESUBSCRIBE_OCCURRED"
+    )
+    assert v4_statuses(api, "br@example.com")["Marketing Information"]["status"] == "SUBSCRIBED"
+
+
+# -- batches ------------------------------------------------------------------------------------------
+
+
+def batch_token(portal: PortalFixture) -> httpx.Client:
+    return portal.client(portal.token_with(Scope.BATCH_READ, Scope.BATCH_WRITE))
+
+
+def test_batch_read_partial_failure_is_207(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    response = api.post(
+        f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["ok@example.com", "bad", 7, "OK@example.com"]}
+    )
+    assert response.status_code == 207
+    body = response.json()
+    assert body["numErrors"] == 2 and len(body["errors"]) == 2
+    assert {e["context"]["subscriberIdString"][0] for e in body["errors"]} == {"bad", "7"}
+    assert [r["subscriberIdString"] for r in body["results"]] == ["ok@example.com"]  # duplicates answered once
+    assert len(body["results"][0]["statuses"]) == 3
+    clean = api.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["a@example.com", "b@example.com"]})
+    assert clean.status_code == 200 and "errors" not in clean.json()
+
+
+def test_batch_size_limit(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    full = [f"n{i}@example.com" for i in range(1000)]
+    assert api.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": full}).status_code == 200
+    over = api.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": [*full, "one-more@example.com"]})
+    assert over.status_code == 400 and "1000" in over.json()["message"]
+    writes = [
+        {"subscriberIdString": a, "subscriptionId": portal.marketing, "statusState": "SUBSCRIBED", "channel": "EMAIL"}
+        for a in full
+    ]
+    assert api.post(f"{V4}/statuses/batch/write", json={"inputs": [*writes, writes[0]]}).status_code == 400
+    assert portal.events() == []
+    assert api.post(f"{V4}/statuses/batch/write", json={"inputs": writes}).status_code == 200
+    assert len(portal.events()) == 1000
+
+
+def test_batch_write_applies_good_inputs_and_reports_bad_ones(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    inputs = [
+        {
+            "subscriberIdString": "w1@example.com",
+            "subscriptionId": portal.marketing,
+            "statusState": "SUBSCRIBED",
+            "channel": "EMAIL",
+        },
+        {
+            "subscriberIdString": "not an email",
+            "subscriptionId": portal.marketing,
+            "statusState": "SUBSCRIBED",
+            "channel": "EMAIL",
+        },
+        {
+            "subscriberIdString": "w2@example.com",
+            "subscriptionId": 4242,
+            "statusState": "SUBSCRIBED",
+            "channel": "EMAIL",
+        },
+        {
+            "subscriberIdString": "w3@example.com",
+            "subscriptionId": portal.marketing,
+            "statusState": "WRONG",
+            "channel": "EMAIL",
+        },
+        "not an object",
+        {
+            "subscriberIdString": "w1@example.com",
+            "subscriptionId": portal.marketing,
+            "statusState": "UNSUBSCRIBED",
+            "channel": "EMAIL",
+        },
+    ]
+    response = api.post(f"{V4}/statuses/batch/write", json={"inputs": inputs})
+    assert response.status_code == 207
+    body = response.json()
+    assert body["numErrors"] == 4
+    assert sorted(int(e["context"]["inputIndex"][0]) for e in body["errors"]) == [1, 2, 3, 4]
+    assert {e["category"] for e in body["errors"]} == {"VALIDATION_ERROR", "OBJECT_NOT_FOUND"}
+    # Inputs apply in order: w1 subscribed, then unsubscribed by the later input.
+    assert [(r["subscriberIdString"], r["status"], r["setStatusSuccessReason"]) for r in body["results"]] == [
+        ("w1@example.com", "SUBSCRIBED", "REQUESTED_CHANGE_OCCURRED"),
+        ("w1@example.com", "UNSUBSCRIBED", "REQUESTED_CHANGE_OCCURRED"),
+    ]
+    assert [(e["old_status"], e["new_status"]) for e in portal.events()] == [
+        ("NOT_SPECIFIED", "SUBSCRIBED"),
+        ("SUBSCRIBED", "UNSUBSCRIBED"),
+    ]
+
+
+def test_batch_unsubscribe_all_and_its_read(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    quiet = api.post(f"{V4}/statuses/batch/unsubscribe-all", params=EMAIL, json={"inputs": ["b1@example.com", "nope"]})
+    assert quiet.status_code == 207
+    assert quiet.json()["results"] == [{"subscriberIdString": "b1@example.com"}]
+    verbose = api.post(
+        f"{V4}/statuses/batch/unsubscribe-all",
+        params={**EMAIL, "verbose": "true"},
+        json={"inputs": ["b1@example.com", "b2@example.com"]},
+    )
+    reasons = {
+        r["subscriberIdString"]: {s["setStatusSuccessReason"] for s in r["statuses"]} for r in verbose.json()["results"]
+    }
+    assert reasons == {"b1@example.com": {"NO_STATUS_CHANGE"}, "b2@example.com": {"UNSUBSCRIBE_FROM_ALL_OCCURRED"}}
+    read = api.post(
+        f"{V4}/statuses/batch/unsubscribe-all/read", params=EMAIL, json={"inputs": ["b1@example.com", "b9@example.com"]}
+    )
+    assert read.status_code == 200
+    found = {r["subscriberIdString"]: r["wideStatuses"] for r in read.json()["results"]}
+    assert [w["wideStatusType"] for w in found["b1@example.com"]] == ["PORTAL_WIDE"]
+    assert found["b9@example.com"] == []
+
+
+def test_batch_endpoints_need_batch_scopes(portal: PortalFixture) -> None:
+    api = portal.client(portal.token_with(Scope.READ_WRITE))
+    for path in ("read", "write", "unsubscribe-all", "unsubscribe-all/read"):
+        response = api.post(f"{V4}/statuses/batch/{path}", params=EMAIL, json={"inputs": []})
+        assert response.status_code == 403, path
+        assert response.json()["category"] == "MISSING_SCOPES"
+    reader = portal.client(portal.token_with(Scope.BATCH_READ))
+    assert reader.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": []}).status_code == 200
+    assert reader.post(f"{V4}/statuses/batch/write", json={"inputs": []}).status_code == 403
+
+
+def test_v4_scopes_and_auth(portal: PortalFixture) -> None:
+    reader = portal.client(portal.token_with(Scope.READ))
+    assert reader.get(f"{V4}/statuses/s@example.com", params=EMAIL).status_code == 200
+    assert set_status(reader, "s@example.com", portal.marketing, "SUBSCRIBED").status_code == 403
+    assert unsubscribe_all(reader, "s@example.com").status_code == 403
+    anonymous = httpx.Client(base_url=portal.server.base_url)
+    assert anonymous.get(f"{V4}/definitions").status_code == 401
+    anonymous.close()
+
+
+# -- idempotent retries ---------------------------------------------------------------------------------
+
+
+def test_idempotency_key_replays_the_first_answer(api: httpx.Client, portal: PortalFixture) -> None:
+    headers = {"Idempotency-Key": "retry-1"}
+    body = {"statusState": "UNSUBSCRIBED", "subscriptionId": portal.marketing, "channel": "EMAIL"}
+    first = api.post(f"{V4}/statuses/idem@example.com", json=body, headers=headers)
+    again = api.post(f"{V4}/statuses/idem@example.com", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(portal.events("idem@example.com")) == 1
+    other = api.post(f"{V4}/statuses/idem@example.com", json={**body, "statusState": "SUBSCRIBED"}, headers=headers)
+    assert other.status_code == 422
+    assert len(portal.events("idem@example.com")) == 1
+    fresh = api.post(
+        f"{V4}/statuses/idem@example.com",
+        json={**body, "statusState": "SUBSCRIBED"},
+        headers={"Idempotency-Key": "retry-2"},
+    )
+    assert result(fresh)["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED"
+
+
+def test_idempotency_keys_are_per_portal(server: Any, portal: PortalFixture) -> None:
+    from tests.conftest import make_portal
+
+    other = make_portal(server)
+    headers = {"Idempotency-Key": "shared-key"}
+    mine = set_status(portal.client(), "p@example.com", portal.marketing, "UNSUBSCRIBED")
+    assert mine.status_code == 200
+    theirs = other.client().post(
+        f"{V4}/statuses/p@example.com",
+        json={"statusState": "UNSUBSCRIBED", "subscriptionId": other.marketing, "channel": "EMAIL"},
+        headers=headers,
+    )
+    assert theirs.status_code == 200 and "idempotent-replayed" not in theirs.headers
+    assert theirs.json()["results"][0]["subscriptionId"] == other.marketing
+
+
+# -- dated versions ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2026-03", "2025-09", "2026-09"])
+def test_dated_versions_serve_the_v4_operations(api: httpx.Client, portal: PortalFixture, version: str) -> None:
+    base = f"/communication-preferences/{version}"
+    assert len(api.get(f"{base}/definitions").json()["results"]) == 3
+    changed = api.post(
+        f"{base}/statuses/dv@example.com",
+        json={"statusState": "UNSUBSCRIBED", "subscriptionId": portal.marketing, "channel": "EMAIL"},
+    )
+    assert changed.status_code == 200
+    assert api.get(f"{base}/statuses/dv@example.com", params=EMAIL).status_code == 200
+    assert api.post(f"{base}/statuses/dv@example.com/unsubscribe-all", params=EMAIL).status_code == 200
+    assert api.post(f"{base}/statuses/batch/read", params=EMAIL, json={"inputs": ["dv@example.com"]}).status_code == 200
+
+
+def test_2026_03_has_no_v3_shaped_calls(api: httpx.Client, portal: PortalFixture) -> None:
+    response = api.post(
+        "/communication-preferences/2026-03/subscribe", json={"emailAddress": "a@example.com", "subscriptionId": "1"}
+    )
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("version", ["2025-09", "2026-09"])
+def test_dated_v3_shaped_calls_and_resubscribe(api: httpx.Client, portal: PortalFixture, version: str) -> None:
+    base = f"/communication-preferences/{version}"
+    body = {"emailAddress": "dated@example.com", "subscriptionId": str(portal.marketing)}
+    assert api.post(f"{base}/unsubscribe", json=body).status_code == 200
+    assert api.post(f"{base}/subscribe", json=body).status_code == 400  # v3 never overrides an opt-out
+    resubscribed = api.post(f"{base}/resubscribe", json=body)
+    assert resubscribed.status_code == 200 and resubscribed.json()["status"] == "SUBSCRIBED"
+    assert api.post(f"{base}/resubscribe", json=body).status_code == 400  # already subscribed
+    statuses = api.get(f"{base}/status/email/dated@example.com").json()["subscriptionStatuses"]
+    assert {s["name"]: s["status"] for s in statuses}["Marketing Information"] == "SUBSCRIBED"
