@@ -74,6 +74,8 @@ def update_portal(
         }.items()
         if value is not None
     }
+    if public_base_url is not None and not public_base_url.startswith(("http://", "https://")):
+        raise RuleViolation("the public URL must start with http:// or https://", field="publicBaseUrl")
     if values:
         tx.update_portal(portal_id, **values)
     portal = tx.get_portal(portal_id)

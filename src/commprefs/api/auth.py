@@ -3,6 +3,8 @@
 A token resolves to one portal; every handler scopes its work to `caller.portal_id`.
 """
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -10,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from commprefs.api.errors import ApiError
+from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope
 from commprefs.domain.model import TokenInfo
 from commprefs.store import Store
@@ -17,15 +20,22 @@ from commprefs.tenancy import hash_token
 
 SCOPES_LINK = {"scopes": "https://developers.hubspot.com/scopes"}
 _MAX_CACHED = 10_000
+TOUCH_EVERY_MS = 60_000
+log = logging.getLogger(__name__)
 
 
 class TokenCache:
-    """Token lookups for a few seconds, unknown tokens included, so that bad tokens cost no query."""
+    """Token lookups for a few seconds, unknown tokens included, so that bad tokens cost no query.
+
+    A token's `last_used_at` is recorded at most once a minute per process, off the request path.
+    """
 
     def __init__(self, store: Store, ttl: float) -> None:
         self._store = store
         self._ttl = ttl
         self._entries: dict[str, tuple[float, TokenInfo | None]] = {}
+        self._touched: dict[str, int] = {}
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def lookup(self, secret: str) -> TokenInfo | None:
         digest = hash_token(secret)
@@ -37,7 +47,26 @@ class TokenCache:
         if len(self._entries) >= _MAX_CACHED:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, info)
+        if info is not None:
+            self._touch(info.id)
         return info
+
+    def _touch(self, token_id: str) -> None:
+        now = now_ms()
+        if now - self._touched.get(token_id, 0) < TOUCH_EVERY_MS:
+            return
+        if len(self._touched) >= _MAX_CACHED:
+            self._touched.clear()
+        self._touched[token_id] = now
+        task = asyncio.create_task(self._record_use(token_id, now))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record_use(self, token_id: str, now: int) -> None:
+        try:
+            await self._store.write(lambda tx: tx.touch_token(token_id, now))
+        except Exception as exc:  # a lost "last used" time must never fail or slow a request
+            log.warning("could not record token use: %s", type(exc).__name__)
 
     def forget(self) -> None:
         self._entries.clear()
