@@ -75,8 +75,9 @@ class Server:
 
 
 @contextmanager
-def run_server(url: str, kind: str) -> Iterator[Server]:
-    store = Store(url)
+def run_server(url: str, kind: str, cache_seconds: float = 2.0) -> Iterator[Server]:
+    """A server on `url`; cross-process tests (the CLI changing the database) pass cache_seconds=0."""
+    store = Store(url, cache_seconds)
     store.migrate()
     settings = Settings(database_url=url, token_cache_seconds=0.0, demo=False)
     port = free_port()

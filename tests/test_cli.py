@@ -62,7 +62,7 @@ class Cli:
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     workdir = tmp_path_factory.mktemp("cli")
     url = f"sqlite:///{workdir / 'cli.db'}"
-    with run_server(url, "sqlite") as server:
+    with run_server(url, "sqlite", cache_seconds=0) as server:  # the CLI changes it from another process
         yield Cli(url, workdir, server)
 
 

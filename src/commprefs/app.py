@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     """The app for `settings`; a given `store` is used as is and left open on shutdown."""
     settings = settings or get_settings()
     owns_store = store is None
-    app_store = store or Store(settings.database_url)
+    app_store = store or Store(settings.database_url, settings.cache_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(
         5.0, description="How long a token lookup is cached; a revoked token stops working within this time."
     )
+    cache_seconds: float = Field(
+        2.0,
+        description="How long portal settings and definitions are cached; changes from another process show within it.",
+    )
     demo: bool = Field(True, description="On an empty database, `serve` creates a demo portal and prints a token.")
 
 

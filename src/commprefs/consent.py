@@ -96,7 +96,7 @@ class Changes:
     """A unit of work over some subscribers of one portal and channel, written by `flush()`."""
 
     def __init__(self, tx: Tx, portal_id: int, actor: Actor, now: int, channel: Channel = Channel.EMAIL) -> None:
-        portal = tx.get_portal(portal_id)
+        portal, definitions = tx.portal_snapshot(portal_id)
         if portal is None:
             raise NotFound(f"portal {portal_id} does not exist")
         self.tx = tx
@@ -104,7 +104,7 @@ class Changes:
         self.actor = actor
         self.now = now
         self.channel = channel
-        self.definitions = {d.id: d for d in tx.list_definitions(portal_id)}
+        self.definitions = {d.id: d for d in definitions}
         self._subscribers: dict[str, Subscriber] = {}
         self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
         self._wide: dict[tuple[str, WideScope, int], dict[str, Any]] = {}

@@ -7,6 +7,7 @@ from typing import TypeVar
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from commprefs.store.cache import PortalCache
 from commprefs.store.engine import make_engine
 from commprefs.store.migrate import migrate
 from commprefs.store.repo import Tx
@@ -20,9 +21,10 @@ __all__ = ["Store", "Tx"]
 class Store:
     """Reads on pooled connections in worker threads; writes through the group-commit writer."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache_seconds: float = 0.0) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.cache = PortalCache(cache_seconds)
         self._writer: Writer | None = None
         self._sync_writer_engine: Engine | None = None
 
@@ -35,14 +37,14 @@ class Store:
 
     def read(self, work: Callable[[Tx], T]) -> T:
         with self.engine.connect() as conn, conn.begin():
-            return work(Tx(conn))
+            return work(Tx(conn, self.cache))
 
     async def aread(self, work: Callable[[Tx], T]) -> T:
         return await anyio.to_thread.run_sync(self.read, work)
 
     async def write(self, work: Callable[[Tx], T]) -> T:
         if self._writer is None:
-            self._writer = Writer(make_engine(self.url, writer=True, pool_size=1))
+            self._writer = Writer(make_engine(self.url, writer=True, pool_size=1), self.cache)
         return await self._writer.submit(work)
 
     @contextmanager
@@ -50,8 +52,11 @@ class Store:
         """One synchronous transaction, for the CLI and tests (not the request path)."""
         if self._sync_writer_engine is None:
             self._sync_writer_engine = make_engine(self.url, writer=True, pool_size=1)
-        with self._sync_writer_engine.connect() as conn, conn.begin():
-            yield Tx(conn)
+        with self._sync_writer_engine.connect() as conn:
+            tx = Tx(conn, self.cache)
+            with conn.begin():
+                yield tx
+            self.cache.invalidate(tx.changed_portals)
 
     def close(self) -> None:
         if self._writer is not None:

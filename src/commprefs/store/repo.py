@@ -4,9 +4,9 @@ SQL is written once here with SQLAlchemy Core; each method is scoped to a portal
 """
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Row, and_, delete, func, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from commprefs.domain.enums import LegalBasis, Scope, Status, WideScope
@@ -20,6 +20,7 @@ from commprefs.domain.model import (
     Translation,
     WideStatus,
 )
+from commprefs.store.cache import PortalCache, Snapshot
 from commprefs.store.schema import (
     business_unit,
     consent_event,
@@ -32,13 +33,39 @@ from commprefs.store.schema import (
     wide_status,
 )
 
+# The hot statements are built once with bind parameters: building a statement costs more
+# Python time than SQLite takes to run it.
+_s, _w, _d = subscription_status.c, wide_status.c, subscription_definition.c
+_SELECT_PORTAL = select(portal).where(portal.c.id == bindparam("portal_id"))
+_SELECT_STATUSES = select(
+    _s.subscriber, _s.subscription_id, _s.status, _s.legal_basis, _s.legal_basis_explanation, _s.source, _s.updated_at
+).where(
+    _s.portal_id == bindparam("portal_id"),
+    _s.channel == bindparam("channel"),
+    _s.subscriber.in_(bindparam("addresses", expanding=True)),
+)
+_SELECT_WIDE = select(_w.subscriber, _w.scope, _w.business_unit_id, _w.status, _w.source, _w.updated_at).where(
+    _w.portal_id == bindparam("portal_id"),
+    _w.channel == bindparam("channel"),
+    _w.subscriber.in_(bindparam("addresses", expanding=True)),
+)
+_SELECT_DEFINITIONS = (
+    select(subscription_definition).where(_d.portal_id == bindparam("portal_id")).order_by(_d.created_at, _d.id)
+)
+_INSERT_EVENT = consent_event.insert()
+
 
 class Tx:
     """A unit of work on one connection. Methods read and write; the caller commits."""
 
-    def __init__(self, conn: Connection) -> None:
+    _upserts: ClassVar[dict[tuple[str, str], Any]] = {}
+
+    def __init__(self, conn: Connection, cache: PortalCache | None = None) -> None:
         self.conn = conn
-        self._insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        self.cache = cache
+        self.changed_portals: set[int] = set()
+        self._dialect = conn.dialect.name
+        self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
 
     # -- portals and brands -------------------------------------------------------------
 
@@ -55,14 +82,34 @@ class Tx:
             )
         )
 
+    def _changed(self, portal_id: int) -> None:
+        """Portal settings, brands or definitions changed: drop the cached snapshot (again after commit)."""
+        self.changed_portals.add(portal_id)
+        if self.cache is not None:
+            self.cache.invalidate({portal_id})
+
+    def portal_snapshot(self, portal_id: int) -> Snapshot:
+        """The portal and its definitions (without translations), from the cache when fresh."""
+        cache = self.cache if portal_id not in self.changed_portals else None
+        if cache is None:
+            return self.get_portal(portal_id), tuple(self.list_definitions(portal_id))
+        cached = cache.get(portal_id)
+        if cached is not None:
+            return cached
+        generation = cache.generation(portal_id)
+        snapshot = (self.get_portal(portal_id), tuple(self.list_definitions(portal_id)))
+        cache.put(portal_id, snapshot, generation)
+        return snapshot
+
     def get_portal(self, portal_id: int) -> Portal | None:
-        row = self.conn.execute(select(portal).where(portal.c.id == portal_id)).first()
+        row = self.conn.execute(_SELECT_PORTAL, {"portal_id": portal_id}).first()
         return _portal(row) if row else None
 
     def list_portals(self) -> list[Portal]:
         return [_portal(r) for r in self.conn.execute(select(portal).order_by(portal.c.id))]
 
     def update_portal(self, portal_id: int, **values: Any) -> None:
+        self._changed(portal_id)
         self.conn.execute(update(portal).where(portal.c.id == portal_id).values(**values))
 
     def portal_exists(self, portal_id: int) -> bool:
@@ -72,6 +119,7 @@ class Tx:
         return int(self.conn.execute(select(func.count()).select_from(portal)).scalar_one())
 
     def insert_business_unit(self, portal_id: int, id: int, name: str, now: int) -> None:
+        self._changed(portal_id)
         self.conn.execute(business_unit.insert().values(portal_id=portal_id, id=id, name=name, created_at=now))
 
     def list_business_units(self, portal_id: int) -> list[BusinessUnit]:
@@ -102,6 +150,7 @@ class Tx:
     # -- subscription definitions -------------------------------------------------------
 
     def insert_definition(self, definition: Definition) -> None:
+        self._changed(definition.portal_id)
         self.conn.execute(
             subscription_definition.insert().values(
                 portal_id=definition.portal_id,
@@ -120,6 +169,7 @@ class Tx:
         )
 
     def update_definition(self, portal_id: int, id: int, **values: Any) -> None:
+        self._changed(portal_id)
         self.conn.execute(
             update(subscription_definition)
             .where(subscription_definition.c.portal_id == portal_id, subscription_definition.c.id == id)
@@ -146,14 +196,14 @@ class Tx:
         ids: Sequence[int] | None = None,
     ) -> list[Definition]:
         d = subscription_definition
-        query = select(d).where(d.c.portal_id == portal_id).order_by(d.c.created_at, d.c.id)
+        query = _SELECT_DEFINITIONS
         if business_unit_id is not None:
             query = query.where(d.c.business_unit_id == business_unit_id)
         if active_only:
             query = query.where(d.c.is_active.is_(True))
         if ids is not None:
             query = query.where(d.c.id.in_(ids))
-        rows = self.conn.execute(query).all()
+        rows = self.conn.execute(query, {"portal_id": portal_id}).all()
         translations: dict[int, list[Translation]] = {}
         if with_translations and rows:
             t = definition_translation
@@ -252,20 +302,8 @@ class Tx:
         found = {address: Subscriber(address) for address in addresses}
         if not found:
             return found
-        wanted = list(found)
-        s = subscription_status
-        rows = self.conn.execute(
-            select(
-                s.c.subscriber,
-                s.c.subscription_id,
-                s.c.status,
-                s.c.legal_basis,
-                s.c.legal_basis_explanation,
-                s.c.source,
-                s.c.updated_at,
-            ).where(s.c.portal_id == portal_id, s.c.channel == channel, s.c.subscriber.in_(wanted))
-        )
-        for r in rows:
+        params = {"portal_id": portal_id, "channel": str(channel), "addresses": list(found)}
+        for r in self.conn.execute(_SELECT_STATUSES, params):
             found[r.subscriber].statuses[r.subscription_id] = StoredStatus(
                 r.subscription_id,
                 Status(r.status),
@@ -274,13 +312,7 @@ class Tx:
                 r.source,
                 r.updated_at,
             )
-        w = wide_status
-        wide_rows = self.conn.execute(
-            select(w.c.subscriber, w.c.scope, w.c.business_unit_id, w.c.status, w.c.source, w.c.updated_at).where(
-                w.c.portal_id == portal_id, w.c.channel == channel, w.c.subscriber.in_(wanted)
-            )
-        )
-        for w_row in wide_rows:
+        for w_row in self.conn.execute(_SELECT_WIDE, params):
             scope = WideScope(w_row.scope)
             found[w_row.subscriber].wide[(scope, w_row.business_unit_id)] = WideStatus(
                 scope, w_row.business_unit_id, Status(w_row.status), w_row.source, w_row.updated_at
@@ -299,12 +331,17 @@ class Tx:
     def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append consent events in order, in one set-based statement."""
         if rows:
-            self.conn.execute(consent_event.insert(), list(rows))
+            self.conn.execute(_INSERT_EVENT, list(rows))
 
     def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
-        stmt = self._insert(table)
-        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        self.conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), list(rows))
+        """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, for many rows at once."""
+        cache_key = (self._dialect, table.name)
+        statement = Tx._upserts.get(cache_key)
+        if statement is None:
+            insert = self._insert(table)
+            updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
+            statement = Tx._upserts[cache_key] = insert.on_conflict_do_update(index_elements=keys, set_=updates)
+        self.conn.execute(statement, list(rows))
 
     # -- idempotency keys -------------------------------------------------------------------
 

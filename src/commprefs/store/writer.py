@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from commprefs.store.cache import PortalCache
 from commprefs.store.repo import Tx
 
 T = TypeVar("T")
@@ -26,8 +27,9 @@ _Job = tuple[Callable[[Tx], Any], Future[Any]]
 
 
 class Writer:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache: PortalCache | None = None) -> None:
         self._engine = engine
+        self._cache = cache
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="commprefs-writer", daemon=True)
         self._thread.start()
@@ -63,7 +65,7 @@ class Writer:
             try:
                 if conn is None or conn.closed or conn.invalidated:
                     conn = self._engine.connect()
-                self._commit_group(conn, group)
+                self._commit_group(conn, group, self._cache)
             except Exception as exc:  # the database itself failed: every caller in the group learns it
                 log.warning("write group of %d failed: %s", len(group), type(exc).__name__)
                 if conn is not None:
@@ -82,10 +84,10 @@ class Writer:
             conn.close()
 
     @staticmethod
-    def _commit_group(conn: Connection, group: list[_Job]) -> None:
+    def _commit_group(conn: Connection, group: list[_Job], cache: PortalCache | None) -> None:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        tx = Tx(conn, cache)
         with conn.begin():
-            tx = Tx(conn)
             for work, future in group:
                 savepoint = conn.begin_nested()
                 try:
@@ -96,6 +98,8 @@ class Writer:
                 else:
                     savepoint.commit()
                     outcomes.append((future, result, None))
+        if cache is not None and tx.changed_portals:
+            cache.invalidate(tx.changed_portals)
         for future, result, error in outcomes:
             if error is not None:
                 future.set_exception(error)
