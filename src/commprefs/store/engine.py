@@ -27,7 +27,14 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # Readers run in worker threads (up to 40 in anyio's pool): keep that many connections open,
+    # or each read past the pool's size opens and closes a connection (and its PRAGMAs) anew.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=1 if writer else 40,
+        max_overflow=0 if writer else 10,
+    )
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
     @event.listens_for(engine, "connect")
