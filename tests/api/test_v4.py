@@ -452,3 +452,36 @@ def test_dated_v3_shaped_calls_and_resubscribe(api: httpx.Client, portal: Portal
     assert api.post(f"{base}/resubscribe", json=body).status_code == 400  # already subscribed
     statuses = api.get(f"{base}/status/email/dated@example.com").json()["subscriptionStatuses"]
     assert {s["name"]: s["status"] for s in statuses}["Marketing Information"] == "SUBSCRIBED"
+
+
+def test_batches_honour_business_unit(portal: PortalFixture) -> None:
+    admin = portal.client()
+    brand, _ = make_brand(admin, "Outdoor", "Trail news")
+    api = batch_token(portal)
+    out = api.post(
+        f"{V4}/statuses/batch/unsubscribe-all",
+        params={**EMAIL, "businessUnitId": brand, "verbose": "true"},
+        json={"inputs": ["bu@example.com"]},
+    )
+    assert [s["subscriptionName"] for s in out.json()["results"][0]["statuses"]] == ["Trail news"]
+    read = api.post(
+        f"{V4}/statuses/batch/read", params={**EMAIL, "businessUnitId": brand}, json={"inputs": ["bu@example.com"]}
+    )
+    assert [(s["subscriptionName"], s["status"]) for s in read.json()["results"][0]["statuses"]] == [
+        ("Trail news", "UNSUBSCRIBED")
+    ]
+    everything = api.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["bu@example.com"]})
+    by_name = {s["subscriptionName"]: s["status"] for s in everything.json()["results"][0]["statuses"]}
+    assert by_name["Marketing Information"] == "NOT_SPECIFIED" and by_name["Trail news"] == "UNSUBSCRIBED"
+    wide = api.post(
+        f"{V4}/statuses/batch/unsubscribe-all/read",
+        params={**EMAIL, "businessUnitId": 0},
+        json={"inputs": ["bu@example.com"]},
+    )
+    assert wide.json()["results"][0]["wideStatuses"] == []  # the brand's opt-out is not brand 0's
+    missing = api.post(
+        f"{V4}/statuses/batch/unsubscribe-all",
+        params={**EMAIL, "businessUnitId": 999},
+        json={"inputs": ["x@example.com"]},
+    )
+    assert missing.status_code == 404
