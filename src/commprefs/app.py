@@ -1,5 +1,7 @@
 """The ASGI application: routers for every API version, error handlers, health and metrics."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from commprefs import __version__
 from commprefs.api import admin, v3, v4
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
+from commprefs.api.idempotency import purge_expired_keys
 from commprefs.api.middleware import RequestMiddleware
 from commprefs.api.responses import JSON
 from commprefs.config import Settings, get_settings
@@ -26,7 +29,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        purge = asyncio.create_task(purge_expired_keys(app_store))
         yield
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
         if owns_store:
             app_store.close()
 

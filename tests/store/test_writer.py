@@ -59,3 +59,16 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         assert store.read(lambda tx: tx.list_events(portal.id, "half@example.com")) == []
         assert store.read(lambda tx: tx.get_subscriber(portal.id, "half@example.com", "EMAIL").statuses) == {}
         store.close()
+
+
+def test_expired_idempotency_keys_are_purged(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'keys.db'}")
+    store.migrate()
+    with store.transaction() as tx:
+        tx.save_idempotent(1, "old", "f" * 64, 200, b"{}", now=1_000)
+        tx.save_idempotent(1, "new", "f" * 64, 200, b"{}", now=5_000)
+    with store.transaction() as tx:
+        assert tx.purge_idempotent(before=2_000) == 1
+    assert store.read(lambda tx: tx.get_idempotent(1, "old")) is None
+    assert store.read(lambda tx: tx.get_idempotent(1, "new")) is not None
+    store.close()

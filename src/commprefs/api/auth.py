@@ -68,9 +68,6 @@ class TokenCache:
         except Exception as exc:  # a lost "last used" time must never fail or slow a request
             log.warning("could not record token use: %s", type(exc).__name__)
 
-    def forget(self) -> None:
-        self._entries.clear()
-
 
 def get_store(request: Request) -> Store:
     store: Store = request.app.state.store

@@ -6,7 +6,9 @@ its change, nor a change without its key. Refused writes are not stored: retryin
 harmless and gives the same refusal.
 """
 
+import asyncio
 import hashlib
+import logging
 from collections.abc import Callable
 
 from fastapi import Request
@@ -18,6 +20,7 @@ from commprefs.clock import now_ms
 from commprefs.domain.model import TokenInfo
 from commprefs.store import Store, Tx
 
+log = logging.getLogger(__name__)
 HEADER = "idempotency-key"
 TTL_MS = 24 * 3600 * 1000
 MAX_KEY = 255
@@ -56,3 +59,15 @@ async def idempotent(request: Request, caller: TokenInfo, store: Store, work: Ca
         return response
 
     return await store.write(once)
+
+
+async def purge_expired_keys(store: Store, every_seconds: float = 3600) -> None:
+    """Delete keys older than 24 hours, once at start and then every `every_seconds`; runs until cancelled."""
+    while True:
+        try:
+            removed = await store.write(lambda tx: tx.purge_idempotent(now_ms() - TTL_MS))
+            if removed:
+                log.info("purged expired idempotency keys", extra={"count": removed})
+        except Exception as exc:  # the database may be down for a while; try again next round
+            log.warning("could not purge idempotency keys: %s", type(exc).__name__)
+        await asyncio.sleep(every_seconds)
