@@ -43,3 +43,10 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     store.close()
+
+
+def test_postgresql_connections_always_plan_for_their_parameters(fresh_store: Store) -> None:
+    if fresh_store.dialect != "postgresql":
+        return
+    with fresh_store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"

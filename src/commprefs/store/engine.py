@@ -23,7 +23,16 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine
     url = normalize_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url, writer=writer)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # psycopg prepares a statement after a few runs, and PostgreSQL may then switch it to a generic
+    # plan: for the 1,000-address IN lists of batches that plan scans the whole portal (seconds a
+    # call on a table without statistics). Custom plans keep each lookup on the primary key.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
