@@ -13,7 +13,14 @@ from referencing import Registry, Resource
 # Verbatim copies of HubSpot's published documents; tests/test_reference.py proves them
 # identical to the project's shared reference whenever that is beside the checkout.
 REFERENCE = Path(__file__).resolve().parent / "reference" / "hubspot-openapi"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hubspot-openapi"
+SHARED = next(
+    (
+        parent / "shared" / "reference" / "hubspot-openapi"
+        for parent in Path(__file__).resolve().parents
+        if (parent / "shared" / "reference" / "hubspot-openapi").is_dir()
+    ),
+    None,
+)
 
 
 def reference_dir() -> Path:
