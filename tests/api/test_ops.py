@@ -1,6 +1,7 @@
 """Operations: health, readiness, metrics, request ids, and logs that keep addresses and tokens out."""
 
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -43,3 +44,47 @@ def test_access_log_names_routes_not_addresses_or_tokens(
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert "secret.person" not in logged
     assert portal.token not in logged
+
+
+def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from commprefs.app import create_app
+    from commprefs.config import Settings
+    from commprefs.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'boom.db'}")
+    store.migrate()
+    app = create_app(Settings(database_url=store.url, demo=False), store)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug, with secret.person@example.com in its message")
+
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with caplog.at_level(logging.ERROR), httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            first = client.get("/boom")
+            second = client.get("/healthz")
+        assert first.status_code == 500
+        assert first.json()["status"] == "error" and first.json()["message"] == "Internal error"
+        assert "Traceback" not in first.text and "secret.person" not in first.text
+        assert second.status_code == 200
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.getMessage() for r in errors] == ["unhandled error"]  # once, not again by the server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()

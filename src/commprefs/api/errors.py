@@ -159,6 +159,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSON:
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        log.exception("unhandled error on %s %s", request.method, route)
+        # Logged once, by RequestMiddleware, which also catches the re-raise that follows this.
         return error_response(request, 500, "Internal error")

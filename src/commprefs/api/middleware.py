@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from commprefs.api.errors import error_response
 
 access_log = logging.getLogger("commprefs.access")
+log = logging.getLogger("commprefs.api")
 
 REQUESTS = Counter("commprefs_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -40,10 +41,12 @@ class RequestMiddleware:
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
@@ -53,7 +56,15 @@ class RequestMiddleware:
             response = error_response(None, 413, f"Request body exceeds {self.max_body_bytes} bytes")
             await response(scope, receive, send_with_id)
         else:
-            await self.app(scope, self._capped(receive), send_with_id)
+            try:
+                await self.app(scope, self._capped(receive), send_with_id)
+            except Exception:
+                # Starlette has already answered with our 500 body if it could; it re-raises so that
+                # servers log it. Log it once here, answer if nobody did, and keep the connection.
+                log.exception("unhandled error", extra={"request_id": request_id})
+                if not started_response:
+                    await error_response(None, 500, "Internal error")(scope, receive, send_with_id)
+                status = 500
         self._observe(scope, request_id, status, time.perf_counter() - started)
 
     def _capped(self, receive: Receive) -> Receive:
