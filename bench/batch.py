@@ -6,24 +6,18 @@ import functools
 import io
 import itertools
 import json
-import os
-import platform
-import re
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -43,18 +37,16 @@ from commprefs.domain.model import Actor
 from commprefs.store import Store
 from commprefs.store.engine import make_engine
 from commprefs.store.schema import consent_event, subscription_status, wide_status
+from procs import ROOT, BenchError, Server, clean_env, interrupt, kill_leftovers, machine, parse_banner, running
 
 BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-HOST = "127.0.0.1"
 V4 = "/communication-preferences/v4"
 WRITE_PATH = f"{V4}/statuses/batch/write"
 READ_PATH = f"{V4}/statuses/batch/read"
 DEFINITION_NAME = "Marketing Information"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 1000
-READY_TIMEOUT = 60.0
 HTTP_TIMEOUT = 120.0
 # A run stops early once this many calls failed: the numbers would mean nothing.
 MAX_FAILURES = 20
@@ -62,116 +54,6 @@ CHANGED = SetStatusReason.REQUESTED_CHANGE_OCCURRED.value
 STORES = ("sqlite", "postgresql")
 SCENARIOS = ("batch write", "batch read")
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class BenchError(Exception):
-    """A failure that ends the run with a message instead of a traceback."""
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-# Every subprocess started and not yet seen to exit: killed on the way out whatever happened.
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def commprefs_argv() -> list[str]:
-    script = Path(sys.executable).parent / "commprefs"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "commprefs"]
-
-
-class Server:
-    """`commprefs serve` in a session of its own (Ctrl-C reaches only this script), output in files."""
-
-    def __init__(self, name: str, database_url: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://{HOST}:{self.port}"
-        self.argv = [*commprefs_argv(), "serve", "--port", str(self.port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMMPREFS_")}
-        env.update(PYTHONUNBUFFERED="1", COMMPREFS_DATABASE_URL=database_url, COMMPREFS_LOG_LEVEL="warning")
-        self.env = env
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=err, env=self.env, cwd=ROOT, start_new_session=True
-            )
-        _LIVE.add(self.proc)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"commprefs serve exited during startup\n{self.log_tail()}")
-            with (
-                suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-                urllib.request.urlopen(self.base + "/healthz", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.1)
-        raise BenchError(f"commprefs serve not ready after {READY_TIMEOUT:.0f}s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
-        _LIVE.discard(proc)
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.stdout() + self.stderr_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@contextmanager
-def serving(server: Server) -> Iterator[Server]:
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-def parse_banner(stdout: str) -> tuple[str, int]:
-    token = re.search(r"^\s+(cp_\S+)\s*$", stdout, re.MULTILINE)
-    portal = re.search(r"Demo portal (\d+) created", stdout)
-    if token is None or portal is None:
-        raise BenchError(f"no demo token / portal in `commprefs serve` output:\n{stdout}")
-    return token.group(1), int(portal.group(1))
 
 
 def find_subscription_id(base: str, token: str) -> int:
@@ -700,8 +582,8 @@ def bench_store(kind: str, url: str, opts: argparse.Namespace, workdir: Path) ->
         if opts.analyze:
             run.analyze_before_each_scenario = True
             settle = functools.partial(pg_analyze, url)
-    server = Server(kind, url, workdir)
-    with serving(server):
+    server = Server.commprefs(kind, clean_env(COMMPREFS_DATABASE_URL=url, COMMPREFS_LOG_LEVEL="warning"), workdir)
+    with running(server, "/healthz"):
         token, run.portal_id = parse_banner(server.stdout())
         run.subscription_id = find_subscription_id(server.base, token)
         print(f"  portal {run.portal_id}, subscription {run.subscription_id} ({DEFINITION_NAME})", flush=True)
@@ -785,21 +667,6 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu_model = found.group(1).strip() if found else ""
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="commprefs' v4 batch write and read (1,000 inputs a call) over HTTP, beside the same work "
@@ -832,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
     for sig in INTERRUPTS:
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, interrupt)
     started = datetime.now(UTC)
     host = machine()
     kinds = STORES if opts.store == "both" else (opts.store,)
@@ -857,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; servers stopped, databases dropped", file=sys.stderr)
         return 130
     finally:
-        _kill_leftovers()
+        kill_leftovers()
 
     rows = [row for run in runs for row in run.rows]
     print()

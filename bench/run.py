@@ -3,143 +3,46 @@
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from procs import (
+    LIVE,
+    ROOT,
+    BenchError,
+    Server,
+    clean_env,
+    free_port,
+    interrupt,
+    kill_leftovers,
+    machine,
+    parse_banner,
+    running,
+    spawn,
+)
+
 BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
 LUA = BENCH_DIR / "requests.lua"
 RESULTS_DIR = BENCH_DIR / "results"
 V3 = "/communication-preferences/v3"
 DEFINITION_NAME = "Marketing Information"
-HOST = "127.0.0.1"
 # A scenario whose non-2xx responses plus socket errors exceed this share of its requests is flagged.
 ERROR_SHARE_LIMIT = 0.01
-READY_TIMEOUT = 60.0
 # Write scenarios: (name, path under V3, address prefix). The prefixes keep the two address ranges apart:
 # subscribing an address that unsubscribed is refused by design.
 WRITES = (("v3 unsubscribe", "/unsubscribe", "unsub"), ("v3 subscribe", "/subscribe", "sub"))
-
-
-class BenchError(Exception):
-    """A failure that ends the run with a message instead of a traceback."""
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-
-# Every subprocess this script started and has not yet seen exit: the last line of defence on the way out.
-_LIVE: set[subprocess.Popen[Any]] = set()
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """Start a process in a session of its own (Ctrl-C reaches only this script, which then stops it)."""
-    proc: subprocess.Popen[Any] = subprocess.Popen(argv, start_new_session=True, **kwargs)
-    _LIVE.add(proc)
-    return proc
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE):
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-        _LIVE.discard(proc)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """A server subprocess in its own session, with stdout and stderr in files under `workdir`."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], workdir: Path, port: int) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.env = env
-        self.port = port
-        self.base = f"http://{HOST}:{port}"
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.proc: subprocess.Popen[Any] | None = None
-
-    def start(self) -> None:
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = _spawn(self.argv, stdout=out, stderr=err, env=self.env, cwd=ROOT)
-
-    def wait_ready(self, path: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise BenchError(f"{self.name} server exited during startup\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"{self.name} server not ready after {READY_TIMEOUT:.0f}s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait(timeout=5)
-        _LIVE.discard(proc)
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.stdout() + self.stderr_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _signal_group(proc: subprocess.Popen[Any], sig: signal.Signals) -> None:
-    """Signal the process group led by `proc` (it was started in a session of its own)."""
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
-@contextmanager
-def running(server: Server, ready_path: str) -> Iterator[Server]:
-    try:
-        server.start()
-        server.wait_ready(ready_path)
-        yield server
-    finally:
-        server.stop()
 
 
 # -- wrk ------------------------------------------------------------------------------------------
@@ -200,14 +103,14 @@ def run_wrk(wrk: str, opts: argparse.Namespace, seconds: int, url: str, script_a
         "--",
         *script_args,
     ]
-    proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=seconds + opts.timeout + 30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        _LIVE.discard(proc)
+        LIVE.discard(proc)
     match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
     if proc.returncode != 0 or match is None:
         raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out}\n{err}")
@@ -248,14 +151,6 @@ def http_json(
             return exc.code, json.loads(raw)
         except ValueError:
             return exc.code, {"raw": raw.decode(errors="replace")}
-
-
-def parse_banner(stdout: str) -> tuple[str, int]:
-    token = re.search(r"^\s+(cp_\S+)\s*$", stdout, re.MULTILINE)
-    portal = re.search(r"Demo portal (\d+) created", stdout)
-    if token is None or portal is None:
-        raise BenchError(f"no demo token / portal in `commprefs serve` output:\n{stdout}")
-    return token.group(1), int(portal.group(1))
 
 
 def find_subscription_id(base: str, token: str) -> str:
@@ -345,23 +240,6 @@ def measure(
     return result
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu_model = found.group(1).strip() if found else ""
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "hostname": platform.node(),
-    }
-
-
 def print_table(results: list[Result]) -> None:
     headers = ["scenario", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx", "sock err", "ratio to hello"]
     rows = [
@@ -423,15 +301,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return opts
 
 
-def commprefs_argv() -> list[str]:
-    script = Path(sys.executable).parent / "commprefs"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "commprefs"]
-
-
 def bench(opts: argparse.Namespace, workdir: Path) -> tuple[list[Result], dict[str, Any]]:
     wrk = ensure_wrk()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("COMMPREFS_")}
-    base_env["PYTHONUNBUFFERED"] = "1"
+    base_env = clean_env()
     results: list[Result] = []
     info: dict[str, Any] = {"wrk": wrk_version(wrk)}
 
@@ -456,8 +328,7 @@ def bench(opts: argparse.Namespace, workdir: Path) -> tuple[list[Result], dict[s
     info["database"] = f"sqlite:///{db_path} (fresh)"
     info["server_env"] = {k: v for k, v in env.items() if k.startswith("COMMPREFS_")}
     print(f"commprefs serve on {env['COMMPREFS_DATABASE_URL']}", flush=True)
-    port = free_port()
-    server = Server("commprefs", [*commprefs_argv(), "serve", "--port", str(port)], env, workdir, port)
+    server = Server.commprefs("commprefs", env, workdir)
     with running(server, "/healthz"):
         token, portal_id = parse_banner(server.stdout())
         sub_id = find_subscription_id(server.base, token)
@@ -517,7 +388,7 @@ def bench(opts: argparse.Namespace, workdir: Path) -> tuple[list[Result], dict[s
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, interrupt)
     started = datetime.now(UTC)
     host = machine()
     print(
@@ -535,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; servers stopped", file=sys.stderr)
         return 130
     finally:
-        _kill_leftovers()
+        kill_leftovers()
 
     print()
     print_table(results)
