@@ -82,7 +82,8 @@ def error_response(
     return JSON(body, status_code=status, headers={"X-HubSpot-Correlation-Id": correlation_id})
 
 
-def _domain_status(exc: DomainError) -> int:
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status of a domain error; its category is CATEGORY_BY_STATUS of that."""
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, Conflict):
@@ -91,7 +92,7 @@ def _domain_status(exc: DomainError) -> int:
 
 
 def domain_error_response(request: Request | None, exc: DomainError) -> JSON:
-    status = _domain_status(exc)
+    status = domain_status(exc)
     code = {400: "INVALID_EMAIL" if isinstance(exc, InvalidEmail) else "INVALID", 404: "NOT_FOUND", 409: "CONFLICT"}[
         status
     ]

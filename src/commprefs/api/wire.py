@@ -4,9 +4,10 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from commprefs.api.errors import CATEGORY_BY_STATUS, domain_status
 from commprefs.clock import iso, now_ms
 from commprefs.consent import Effective
-from commprefs.domain.errors import DomainError, NotFound
+from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Definition, WideStatus
 
 INT64_MAX = 2**63 - 1
@@ -128,7 +129,7 @@ def batch_error(error: DomainError, index: int, raw: str, **context: list[str]) 
     """One input's refusal, as HubSpot's StandardError."""
     return {
         "status": "error",
-        "category": "OBJECT_NOT_FOUND" if isinstance(error, NotFound) else "VALIDATION_ERROR",
+        "category": CATEGORY_BY_STATUS[domain_status(error)],
         "message": error.message,
         "context": {"inputIndex": [str(index)], "subscriberIdString": [raw], **context},
         "errors": [{"message": error.message, "in": error.field or "inputs", "code": "INVALID"}],
