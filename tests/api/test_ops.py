@@ -57,9 +57,9 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
     store.migrate()
     app = create_app(Settings(database_url=store.url, demo=False), store)
 
-    @app.get("/boom")
-    async def boom() -> None:
-        raise RuntimeError("a bug, with secret.person@example.com in its message")
+    @app.get("/boom/{address}")
+    async def boom(address: str) -> None:
+        raise RuntimeError(f"a bug, with {address} in its message")  # runtime data, as a real bug would carry
 
     import threading
     import time
@@ -76,7 +76,7 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
         time.sleep(0.02)
     try:
         with caplog.at_level(logging.ERROR), httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            first = client.get("/boom")
+            first = client.get("/boom/secret.person@example.com")
             second = client.get("/healthz")
         assert first.status_code == 500
         assert first.json()["status"] == "error" and first.json()["message"] == "Internal error"
@@ -84,6 +84,8 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
         assert second.status_code == 200
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert [r.getMessage() for r in errors] == ["unhandled error"]  # once, not again by the server
+        assert getattr(errors[0], "error", None) == "RuntimeError"
+        assert "secret.person" not in caplog.text + str(errors[0].__dict__)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -6,6 +6,7 @@ so no email address reaches the logs unless the operator sets COMMPREFS_LOG_PII.
 
 import logging
 import time
+import traceback
 import uuid
 from typing import Any
 
@@ -58,14 +59,22 @@ class RequestMiddleware:
         else:
             try:
                 await self.app(scope, self._capped(receive), send_with_id)
-            except Exception:
+            except Exception as exc:
                 # Starlette has already answered with our 500 body if it could; it re-raises so that
                 # servers log it. Log it once here, answer if nobody did, and keep the connection.
-                log.exception("unhandled error", extra={"request_id": request_id})
+                self._log_unhandled(exc, request_id)
                 if not started_response:
                     await error_response(None, 500, "Internal error")(scope, receive, send_with_id)
                 status = 500
         self._observe(scope, request_id, status, time.perf_counter() - started)
+
+    def _log_unhandled(self, exc: Exception, request_id: str) -> None:
+        """The error's type and stack; its message (which may hold an address) only with log_pii."""
+        if self.log_pii:
+            log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+            return
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unhandled error", extra={"request_id": request_id, "error": type(exc).__name__, "stack": frames})
 
     def _capped(self, receive: Receive) -> Receive:
         received = 0
