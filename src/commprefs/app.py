@@ -18,6 +18,9 @@ from commprefs.api.idempotency import purge_expired_keys
 from commprefs.api.middleware import RequestMiddleware
 from commprefs.api.responses import JSON
 from commprefs.config import Settings, get_settings
+from commprefs.pages import views as pages
+from commprefs.pages.mailer import Mailer
+from commprefs.pages.ratelimit import SlidingWindow
 from commprefs.store import Store
 
 
@@ -46,6 +49,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = app_store
     app.state.settings = settings
     app.state.tokens = TokenCache(app_store, settings.token_cache_seconds)
+    app.state.mailer = Mailer(settings)
+    app.state.link_request_limits = {
+        "address": SlidingWindow(settings.link_requests_per_address),
+        "ip": SlidingWindow(settings.link_requests_per_ip),
+    }
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, log_pii=settings.log_pii)
 
@@ -59,6 +67,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.include_router(v4.router(f"{base}/{version}"))
         app.include_router(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
     app.include_router(admin.router)
+    app.include_router(pages.router())
+
+    @app.get("/robots.txt", include_in_schema=False)
+    async def robots() -> Response:
+        return Response("User-agent: *\nDisallow: /preferences/\n", media_type="text/plain")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Any:

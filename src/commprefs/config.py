@@ -31,6 +31,19 @@ class Settings(BaseSettings):
         2.0,
         description="How long portal settings and definitions are cached; changes from another process show within it.",
     )
+    link_max_age_days: float = Field(
+        0, description="Contact links expire after this many days; 0 keeps them valid until the secret is rotated."
+    )
+    smtp_host: str | None = Field(None, description='SMTP server for "email me a link"; unset turns that mail off.')
+    smtp_port: int = Field(587, description="SMTP port.")
+    smtp_username: str | None = Field(None, description="SMTP user name, if the server wants a login.")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_security: str = Field("starttls", description="SMTP transport security: starttls, ssl or none.")
+    smtp_from: str = Field("commprefs@localhost", description="From address of the mails commprefs sends.")
+    link_requests_per_address: int = Field(
+        3, description='"Email me a link": mails per address per hour (more are silently not sent).'
+    )
+    link_requests_per_ip: int = Field(20, description='"Email me a link": requests per client IP per hour (429).')
     demo: bool = Field(True, description="On an empty database, `serve` creates a demo portal and prints a token.")
 
 

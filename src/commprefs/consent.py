@@ -6,7 +6,7 @@ new state and its consent event set-based, in the caller's transaction. A rule t
 input raises before touching anything, so each input is atomic even inside a batch.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -219,6 +219,8 @@ class Changes:
                 "request_id": self.actor.request_id,
                 "ip": self.actor.ip,
                 "user_agent": self.actor.user_agent,
+                "language": self.actor.language,
+                "reason": self.actor.reason,
                 "occurred_at": self.now,
             }
         )
@@ -380,6 +382,62 @@ def resubscribe_v3(changes: Changes, request: StatusInput) -> Effective:
             request.address, definition.id, Status.SUBSCRIBED, request.legal_basis, request.legal_basis_explanation
         ),
     )
+
+
+# -- the contact's own pages ------------------------------------------------------------------------
+
+PAGE_LEGAL_BASIS = LegalBasis.CONSENT_WITH_NOTICE
+PAGE_CONSENT_EXPLANATION = "Opted in by the contact on the preference page"
+
+
+def page_definitions(changes: Changes, business_unit_id: int) -> list[Definition]:
+    """What a contact sees on a brand's preference page: its active, non-internal subscriptions."""
+    return [d for d in changes.active_definitions(business_unit_id) if not d.is_internal]
+
+
+def preference_page(changes: Changes, address: str, business_unit_id: int) -> list[Effective]:
+    subscriber = changes.subscriber(address)
+    return [effective(d, subscriber) for d in page_definitions(changes, business_unit_id)]
+
+
+def save_preferences(
+    changes: Changes, address: str, business_unit_id: int, shown: Mapping[int, bool], wanted: Set[int]
+) -> list[Effective]:
+    """The preference page's save. Only what the contact changed is written: a subscription whose box
+    differs from what the page showed (`shown`: subscribed or not); subscriptions not on the page are
+    never touched. Ticking a box is the contact's own consent, recorded as such."""
+    visible = {d.id for d in page_definitions(changes, business_unit_id)}
+    # Subscriptions first: a resubscribe under an opt-out from all records the rest UNSUBSCRIBED.
+    changed = sorted(
+        (sid for sid, was in shown.items() if sid in visible and (sid in wanted) != was),
+        key=lambda sid: sid not in wanted,
+    )
+    results = []
+    for sid in changed:
+        subscribe = sid in wanted
+        request = StatusInput(
+            address,
+            sid,
+            Status.SUBSCRIBED if subscribe else Status.UNSUBSCRIBED,
+            PAGE_LEGAL_BASIS if subscribe else None,
+            PAGE_CONSENT_EXPLANATION if subscribe else None,
+        )
+        result = set_status(changes, request)
+        if result.reason is not SetStatusReason.NO_STATUS_CHANGE:
+            results.append(result)
+    return results
+
+
+def opt_out_from_page(changes: Changes, address: str, business_unit_id: int) -> list[Effective]:
+    """ "Unsubscribe from all" on a page or link: portal-wide in a portal with one brand, else for the
+    link's brand, as HubSpot's brand pages do."""
+    single_brand = len(changes.tx.list_business_units(changes.portal.id)) <= 1
+    return unsubscribe_from_all(changes, address, None if single_brand else business_unit_id)
+
+
+def unsubscribe_one(changes: Changes, address: str, subscription_id: int) -> Effective:
+    """A single unsubscribe link: that one subscription, idempotent."""
+    return set_status(changes, StatusInput(address, subscription_id, Status.UNSUBSCRIBED))
 
 
 # -- batches ------------------------------------------------------------------------------------

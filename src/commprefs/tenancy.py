@@ -84,6 +84,13 @@ def update_portal(
     return portal
 
 
+def rotate_signing_secret(tx: Tx, portal_id: int) -> Portal:
+    """A new secret for the portal's contact links: every link issued before stops working."""
+    require_portal(tx, portal_id)
+    tx.update_portal(portal_id, signing_secret=secrets.token_urlsafe(32))
+    return require_portal(tx, portal_id)
+
+
 def require_portal(tx: Tx, portal_id: int) -> Portal:
     portal = tx.get_portal(portal_id)
     if portal is None:

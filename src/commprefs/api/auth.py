@@ -94,12 +94,13 @@ async def authenticate(request: Request) -> TokenInfo:
     return info
 
 
-def require_scope(*any_of: Scope) -> Callable[[TokenInfo], Awaitable[TokenInfo]]:
-    """A dependency that admits tokens holding at least one of `any_of`."""
-    wanted = frozenset(any_of)
+def require_scopes(*alternatives: frozenset[Scope]) -> Callable[[TokenInfo], Awaitable[TokenInfo]]:
+    """A dependency that admits tokens holding every scope of at least one of `alternatives`
+    (HubSpot's security lists: `read` and `write`, or `read_write`)."""
+    named = sorted({scope for scopes in alternatives for scope in scopes})
 
     async def check(caller: Annotated[TokenInfo, Depends(authenticate)]) -> TokenInfo:
-        if caller.scopes.isdisjoint(wanted):
+        if not any(scopes <= caller.scopes for scopes in alternatives):
             raise ApiError(
                 403,
                 "This app hasn't been granted all required scopes to make this call. "
@@ -107,7 +108,7 @@ def require_scope(*any_of: Scope) -> Callable[[TokenInfo], Awaitable[TokenInfo]]
                 errors=[
                     {
                         "message": "One or more of the following scopes are required.",
-                        "context": {"requiredGranularScopes": sorted(wanted)},
+                        "context": {"requiredGranularScopes": named},
                     }
                 ],
                 links=SCOPES_LINK,
@@ -115,6 +116,11 @@ def require_scope(*any_of: Scope) -> Callable[[TokenInfo], Awaitable[TokenInfo]]
         return caller
 
     return check
+
+
+def require_scope(*any_of: Scope) -> Callable[[TokenInfo], Awaitable[TokenInfo]]:
+    """A dependency that admits tokens holding at least one of `any_of`."""
+    return require_scopes(*(frozenset({scope}) for scope in any_of))
 
 
 ReadCaller = Annotated[TokenInfo, Depends(require_scope(Scope.READ, Scope.READ_WRITE))]

@@ -62,19 +62,11 @@ class RequestMiddleware:
             except Exception as exc:
                 # Starlette has already answered with our 500 body if it could; it re-raises so that
                 # servers log it. Log it once here, answer if nobody did, and keep the connection.
-                self._log_unhandled(exc, request_id)
+                log_unhandled(exc, request_id, self.log_pii)
                 if not started_response:
                     await error_response(None, 500, "Internal error")(scope, receive, send_with_id)
                 status = 500
         self._observe(scope, request_id, status, time.perf_counter() - started)
-
-    def _log_unhandled(self, exc: Exception, request_id: str) -> None:
-        """The error's type and stack; its message (which may hold an address) only with log_pii."""
-        if self.log_pii:
-            log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
-            return
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("unhandled error", extra={"request_id": request_id, "error": type(exc).__name__, "stack": frames})
 
     def _capped(self, receive: Receive) -> Receive:
         received = 0
@@ -108,6 +100,15 @@ class RequestMiddleware:
                     "ms": round(seconds * 1000, 2),
                 },
             )
+
+
+def log_unhandled(exc: Exception, request_id: str, log_pii: bool) -> None:
+    """The error's type and stack; its message (which may hold an address) only with log_pii."""
+    if log_pii:
+        log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+        return
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled error", extra={"request_id": request_id, "error": type(exc).__name__, "stack": frames})
 
 
 def _content_length(scope: Scope) -> int | None:

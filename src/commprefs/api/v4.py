@@ -6,8 +6,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 
-from commprefs import consent
-from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope
+from commprefs import consent, links
+from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope, require_scopes
 from commprefs.api.errors import ApiError, field_error, validation_errors
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
@@ -30,6 +30,9 @@ MAX_BATCH = 1000
 
 BatchReadCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ))]
 BatchWriteCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_WRITE))]
+LinksCaller = Annotated[
+    TokenInfo, Depends(require_scopes(frozenset({Scope.READ, Scope.WRITE}), frozenset({Scope.READ_WRITE})))
+]
 ChannelQuery = Annotated[Channel, Query(description="The channel: EMAIL.")]
 BusinessUnitQuery = Annotated[int | None, Query(ge=0, description="A brand; without it, the whole portal.")]
 VerboseQuery = Annotated[bool, Query(description="Return the affected statuses.")]
@@ -59,6 +62,19 @@ class BatchInputPublicStatusRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     inputs: list[Any] = Field(description=f"Status changes (PublicStatusRequest), at most {MAX_BATCH}.")
+
+
+class LinkGenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    subscriberIdString: StrictStr = Field(description="The contact's email address.")
+    language: StrictStr | None = Field(
+        None,
+        max_length=16,
+        pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+        description="Language of the pages (en, de, fr; a subscription's translation where present).",
+    )
+    subscriptionId: SubscriptionId | None = Field(None, description="Adds an unsubscribeSingleUrl for it.")
 
 
 _STATUS_REQUEST = TypeAdapter(PublicStatusRequest)
@@ -167,6 +183,40 @@ async def unsubscribe_all(
         return JSON(envelope(results, started))
 
     return await idempotent(request, caller, store, work)
+
+
+async def generate_links(
+    body: LinkGenerationRequest,
+    channel: ChannelQuery,
+    request: Request,
+    caller: LinksCaller,
+    store: StoreDep,
+    businessUnitId: Annotated[int, Query(ge=0, description="The brand whose pages the links open.")] = 0,
+) -> Any:
+    """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
+    single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""
+    address = normalize_email(body.subscriberIdString)
+    language = body.language.replace("_", "-").lower() if body.language else None
+
+    def check(tx: Any) -> Any:
+        changes = consent.Changes(tx, caller.portal_id, api_actor(request, caller), now_ms(), channel)
+        changes.require_business_unit(businessUnitId)
+        if body.subscriptionId is not None:
+            changes.definition(body.subscriptionId)
+        return changes.portal
+
+    portal = await store.aread(check)
+    base_url = links.base_url_for(portal, request.app.state.settings.public_url, str(request.base_url))
+    claims = links.LinkClaims(portal.id, address, businessUnitId, language, body.subscriptionId)
+    made = links.generate(portal, claims, base_url)
+    result = {
+        "subscriberIdString": body.subscriberIdString,
+        "managePreferencesUrl": made.manage,
+        "unsubscribeAllUrl": made.unsubscribe_all,
+    }
+    if made.unsubscribe_one is not None:
+        result["unsubscribeSingleUrl"] = made.unsubscribe_one
+    return JSON(result)
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -315,6 +365,7 @@ def router(prefix: str) -> APIRouter:
         ("/statuses/{subscriberIdString}/unsubscribe-all", unsubscribe_all, "POST", "Opt out of all email"),
         ("/statuses/{subscriberIdString}", get_statuses, "GET", "A subscriber's statuses"),
         ("/statuses/{subscriberIdString}", set_status, "POST", "Set one subscription's status"),
+        ("/links/generate", generate_links, "POST", "Signed preference and unsubscribe links"),
     ]
     for path, endpoint, method, summary in routes:
         api.add_api_route(path, endpoint, methods=[method], summary=summary)

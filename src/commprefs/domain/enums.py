@@ -61,7 +61,7 @@ class Source(StrEnum):
 
     API = "Public status API"
     NOT_SPECIFIED = "Not specified"
-    PREFERENCE_PAGE = "Self Service Resubscription"
+    PREFERENCE_PAGE = "Preference page"
     ONE_CLICK = "List-unsubscribe header"
     IMPORT = "Import"
     ADMIN = "Admin"

@@ -13,6 +13,8 @@ class Portal:
     hubspot_strict: bool
     default_language: str
     public_base_url: str | None
+    # Signs the contacts' links; replacing it invalidates every link issued before.
+    signing_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +117,5 @@ class Actor:
     request_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    language: str | None = None
+    reason: str | None = None

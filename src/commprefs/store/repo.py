@@ -386,6 +386,7 @@ def _portal(row: Row[Any]) -> Portal:
         hubspot_strict=bool(row.hubspot_strict),
         default_language=row.default_language,
         public_base_url=row.public_base_url,
+        signing_secret=row.signing_secret,
     )
 
 

@@ -149,6 +149,9 @@ consent_event = Table(
     Column("request_id", String(64)),
     Column("ip", String(64)),
     Column("user_agent", String(500)),
+    # Set where a person acted on a page: the language the page was shown in, and their "why?".
+    Column("language", String(16)),
+    Column("reason", Text),
     Column("occurred_at", BigInteger, nullable=False),
     Index(None, "portal_id", "subscriber", "id"),
     Index(None, "portal_id", "id"),
