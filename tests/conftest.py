@@ -30,6 +30,8 @@ from tests.openapi import validate_exchange
 
 PG_ENV = "COMMPREFS_TEST_DATABASE_URL"
 STORES = ["sqlite", "postgresql"]
+# The test servers' link expiry, so that tests can present a link signed longer ago than this.
+LINK_MAX_AGE_DAYS = 30
 
 
 def free_port() -> int:
@@ -75,11 +77,14 @@ class Server:
 
 
 @contextmanager
-def run_server(url: str, kind: str, cache_seconds: float = 2.0) -> Iterator[Server]:
-    """A server on `url`; cross-process tests (the CLI changing the database) pass cache_seconds=0."""
+def run_server(url: str, kind: str, cache_seconds: float = 2.0, **settings_: object) -> Iterator[Server]:
+    """A server on `url`; cross-process tests (the CLI changing the database) pass cache_seconds=0.
+    `settings_` overrides settings (e.g. smtp_host)."""
     store = Store(url, cache_seconds)
     store.migrate()
-    settings = Settings(database_url=url, token_cache_seconds=0.0, demo=False)
+    options: dict[str, object] = {"token_cache_seconds": 0.0, "demo": False, "link_max_age_days": LINK_MAX_AGE_DAYS}
+    options.update(settings_)
+    settings = Settings(database_url=url, **options)  # type: ignore[arg-type]
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"

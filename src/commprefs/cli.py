@@ -9,11 +9,13 @@ from typing import TypeVar
 import click
 import uvicorn
 
-from commprefs import __version__, tenancy
+from commprefs import __version__, links, tenancy
 from commprefs.clock import iso, now_ms
 from commprefs.config import get_settings
+from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import SCOPE_ALIASES, Scope, parse_scope
 from commprefs.domain.errors import DomainError
+from commprefs.domain.model import Portal
 from commprefs.logs import log_config
 from commprefs.store import Store, Tx
 
@@ -65,12 +67,18 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             with store.transaction() as tx:
                 demo = _create_demo(tx) if tx.count_portals() == 0 else None
             if demo is not None:
-                portal_id, secret = demo
-                click.echo(f"Demo portal {portal_id} created with HubSpot's three default subscription definitions.")
+                portal_id, secret, page = demo
+                click.echo(
+                    f"Demo portal {portal_id} created with HubSpot's three default subscription definitions "
+                    "and two more (with German and French translations)."
+                )
                 click.echo(f"Demo token, every scope (shown once; only its hash is stored):\n  {secret}")
                 click.echo("Try:")
                 header = shlex.quote(f"Authorization: Bearer {secret}")
                 click.echo(f"  curl -H {header} {base}/communication-preferences/v3/definitions")
+                click.echo(
+                    f"Preference page of {DEMO_CONTACT}:\n  {links.link_url(settings.public_url or base, *page)}"
+                )
             else:
                 click.echo("Existing database: mint a token with `commprefs token create --portal ID --all-scopes`.")
     sys.stdout.flush()
@@ -86,11 +94,35 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     )
 
 
-def _create_demo(tx: Tx) -> tuple[int, str]:
+DEMO_CONTACT = "demo@example.com"
+DEMO_DEFINITIONS = (
+    (
+        "Newsletter",
+        "Our monthly newsletter.",
+        [
+            ("de", "Newsletter", "Unser monatlicher Newsletter."),
+            ("fr", "Lettre d'information", "Notre lettre mensuelle."),
+        ],
+    ),
+    (
+        "Product updates",
+        "New features and releases.",
+        [
+            ("de", "Produktneuigkeiten", "Neue Funktionen und Versionen."),
+            ("fr", "Nouveautés produit", "Nouvelles fonctionnalités et versions."),
+        ],
+    ),
+)
+
+
+def _create_demo(tx: Tx) -> tuple[int, str, tuple[Portal, links.Purpose, links.LinkClaims]]:
     now = now_ms()
     portal = tenancy.create_portal(tx, "Demo portal", gdpr_enabled=False, now=now)
+    for order, (name, description, translations) in enumerate(DEMO_DEFINITIONS, start=10):
+        tenancy.create_definition(tx, portal.id, name, description, now=now + order, translations=translations)
     _, secret = tenancy.create_token(tx, portal.id, list(Scope), "demo", now)
-    return portal.id, secret
+    page = (portal, links.Purpose.MANAGE, links.LinkClaims(portal.id, DEMO_CONTACT))
+    return portal.id, secret, page
 
 
 def _redacted(url: str) -> str:
@@ -165,6 +197,53 @@ def portal_update(
         )
     )
     click.echo(f"{p.id}\t{p.name}\tgdpr={p.gdpr_enabled}\thubspot_strict={p.hubspot_strict}")
+
+
+@portal.command("rotate-link-secret")
+@click.argument("portal_id", type=int)
+def portal_rotate_link_secret(portal_id: int) -> None:
+    """Replace the secret that signs the portal's contact links: every link issued before stops working."""
+    _run(lambda tx: tenancy.rotate_signing_secret(tx, portal_id))
+    click.echo(f"portal {portal_id}: new link secret; earlier links no longer work")
+
+
+# -- links --------------------------------------------------------------------------------
+
+
+@main.group("links")
+def links_group() -> None:
+    """Signed links to a contact's preference and unsubscribe pages."""
+
+
+@links_group.command("generate")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--language", help="Page language (en, de, fr...); else the browser's, else the portal's.")
+@click.option("--subscription", "subscription_id", type=int, help="Adds a single-unsubscribe link for it.")
+@click.option("--business-unit", "business_unit_id", type=int, default=0, show_default=True, help="Brand.")
+@click.argument("email")
+def links_generate(
+    portal_id: int, language: str | None, subscription_id: int | None, business_unit_id: int, email: str
+) -> None:
+    """Print EMAIL's manage, unsubscribe-all and (with --subscription) single-unsubscribe links."""
+    settings = get_settings()
+
+    def make(tx: Tx) -> links.Links:
+        portal = tenancy.require_portal(tx, portal_id)
+        if tx.get_business_unit(portal_id, business_unit_id) is None:
+            raise click.ClickException(f"business unit {business_unit_id} does not exist")
+        if subscription_id is not None:
+            definition = tx.get_definition(portal_id, subscription_id)
+            if definition is None or not definition.is_active:
+                raise click.ClickException(f"subscription {subscription_id} does not exist")
+        claims = links.LinkClaims(portal_id, normalize_email(email), business_unit_id, language, subscription_id)
+        base = links.base_url_for(portal, settings.public_url, f"http://{settings.host}:{settings.port}")
+        return links.generate(portal, claims, base)
+
+    made = _run(make)
+    click.echo(f"manage\t{made.manage}")
+    click.echo(f"unsubscribe-all\t{made.unsubscribe_all}")
+    if made.unsubscribe_one:
+        click.echo(f"unsubscribe\t{made.unsubscribe_one}")
 
 
 @main.group("business-units")

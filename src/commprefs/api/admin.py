@@ -98,6 +98,12 @@ async def patch_portal(body: PortalUpdate, caller: AdminCaller, store: StoreDep)
     return JSON(portal_json(portal))
 
 
+@router.post("/portal/rotate-link-secret", summary="New secret for contact links; earlier links stop working")
+async def rotate_link_secret(caller: AdminCaller, store: StoreDep) -> Any:
+    portal = await store.write(lambda tx: tenancy.rotate_signing_secret(tx, caller.portal_id))
+    return JSON(portal_json(portal))
+
+
 @router.get("/business-units", summary="List the portal's brands")
 async def list_business_units(caller: AdminCaller, store: StoreDep) -> Any:
     units = await store.aread(lambda tx: tx.list_business_units(caller.portal_id))

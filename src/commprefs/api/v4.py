@@ -195,7 +195,11 @@ async def generate_links(
 ) -> Any:
     """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
     single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""
-    address = normalize_email(body.subscriberIdString)
+    try:
+        address = normalize_email(body.subscriberIdString)
+    except InvalidEmail as exc:
+        exc.field = "subscriberIdString"
+        raise
     language = body.language.replace("_", "-").lower() if body.language else None
 
     def check(tx: Any) -> Any:

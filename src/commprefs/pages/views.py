@@ -131,6 +131,11 @@ async def open_link(request: Request, portal_id: int, token: str, purpose: Purpo
     try:
         claims = links.verify(portal, token, purpose, round(days * 86400) if days > 0 else None)
     except LinkExpired as exc:
+        if purpose is not Purpose.MANAGE:
+            # An unsubscribe link keeps working for as long as its signature is genuine: it can only
+            # reduce mail, and a sender must honour unsubscribes from old emails (CAN-SPAM, RFC 8058).
+            claims = exc.claims
+            return Opened(portal, claims, token, _fallback_language(request, portal, claims.language))
         language = _fallback_language(request, portal, exc.claims.language)
         raise PageError(
             410,
