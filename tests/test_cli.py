@@ -250,6 +250,27 @@ def test_definitions_create_list_update_deactivate(cli: Cli, portal_id: int, bra
     assert stored is not None and stored.is_active is False and stored.name == "Product updates"
 
 
+# -- links --------------------------------------------------------------------------------
+
+
+def test_links_generate_prints_working_links_and_rotation_revokes_them(cli: Cli, portal_id: int) -> None:
+    cli.ok("portal", "update", str(portal_id), "--public-url", cli.server.base_url)
+    marketing = next(d.id for d in cli.store.read(lambda tx: tx.list_definitions(portal_id)) if d.is_default)
+    out = cli.ok("links", "generate", "--portal", str(portal_id), "--subscription", str(marketing), "CLI@Example.com")
+    printed = dict(line.split("\t") for line in out.splitlines())
+    assert set(printed) == {"manage", "unsubscribe-all", "unsubscribe"}
+    for kind, url in printed.items():
+        assert url.startswith(f"{cli.server.base_url}/preferences/{portal_id}/{kind}/")
+        assert httpx.get(url).status_code == 200
+    assert "cli@example.com" in httpx.get(printed["manage"]).text
+
+    assert "earlier links no longer work" in cli.ok("portal", "rotate-link-secret", str(portal_id))
+    for url in printed.values():
+        assert httpx.get(url).status_code == 400
+    done = cli.run("links", "generate", "--portal", str(portal_id), "--subscription", "12345", "a@example.com")
+    assert done.returncode == 1 and "subscription 12345 does not exist" in done.stderr
+
+
 # -- errors and help ----------------------------------------------------------------------
 
 
@@ -291,6 +312,7 @@ def test_command_tree_is_what_we_expect() -> None:
         p[0] for p in COMMAND_PATHS if p
     }
     assert ("definitions", "deactivate") in COMMAND_PATHS and ("token", "revoke") in COMMAND_PATHS
+    assert ("links", "generate") in COMMAND_PATHS and ("portal", "rotate-link-secret") in COMMAND_PATHS
 
 
 @pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "commprefs")
