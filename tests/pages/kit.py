@@ -60,10 +60,18 @@ def statuses(api: httpx.Client, email: str) -> dict[int, str]:
     return {r["subscriptionId"]: r["status"] for r in response.json()["results"]}
 
 
-def v3_sources(api: httpx.Client, email: str) -> dict[str, tuple[str, str]]:
+def v3_statuses(api: httpx.Client, email: str) -> dict[int, tuple[str, str]]:
+    """v3's view: subscription id -> (status, sourceOfStatus)."""
     response = api.get(f"/communication-preferences/v3/status/email/{email}")
     assert response.status_code == 200, response.text
-    return {s["id"]: (s["status"], s["sourceOfStatus"]) for s in response.json()["subscriptionStatuses"]}
+    return {int(s["id"]): (s["status"], s["sourceOfStatus"]) for s in response.json()["subscriptionStatuses"]}
+
+
+def set_status(api: httpx.Client, email: str, subscription_id: int, state: str) -> None:
+    """A v4 write through the API, as the sender's systems would make it."""
+    body = {"statusState": state, "subscriptionId": subscription_id, "channel": "EMAIL"}
+    response = api.post(f"/communication-preferences/v4/statuses/{email}", json=body)
+    assert response.status_code == 200, response.text
 
 
 def snapshot(api: httpx.Client, portal: PortalFixture, email: str) -> tuple[dict[int, str], int]:

@@ -13,10 +13,11 @@ from tests.pages.kit import (
     h1,
     links_for,
     old_link,
+    set_status,
     snapshot,
     statuses,
     submit,
-    v3_sources,
+    v3_statuses,
 )
 from tests.pages.kit import (
     form as kit_form,
@@ -58,8 +59,8 @@ def test_one_click_unsubscribes_from_all_without_page_or_cookie(api: httpx.Clien
     assert response.status_code == 200
     assert "set-cookie" not in response.headers
     assert set(statuses(api, email).values()) == {"UNSUBSCRIBED"}
-    assert {status for status, _ in v3_sources(api, email).values()} == {"NOT_SUBSCRIBED"}
-    assert {source for _, source in v3_sources(api, email).values()} == {"PORTAL_WIDE_STATUS"}
+    assert {status for status, _ in v3_statuses(api, email).values()} == {"NOT_SUBSCRIBED"}
+    assert {source for _, source in v3_statuses(api, email).values()} == {"PORTAL_WIDE_STATUS"}
     event = portal.events(email)[-1]
     assert event["source"] == "List-unsubscribe header"
     assert event["wide_scope"] == "PORTAL_WIDE" and event["new_status"] == "UNSUBSCRIBED"
@@ -76,10 +77,7 @@ def test_one_click_on_a_single_link_unsubscribes_that_subscription_only(
 ) -> None:
     email = "single@example.com"
     for sid in three:
-        api.post(
-            f"/communication-preferences/v4/statuses/{email}",
-            json={"subscriptionId": sid, "statusState": "SUBSCRIBED", "channel": "EMAIL"},
-        )
+        set_status(api, email, sid, "SUBSCRIBED")
     url = links_for(api, email, subscriptionId=three[1])["unsubscribeSingleUrl"]
     # multipart/form-data is allowed by RFC 8058 as well as the urlencoded form.
     response = httpx.post(url, files={"List-Unsubscribe": (None, "One-Click")})
@@ -109,10 +107,7 @@ def test_a_manage_link_takes_no_one_click(api: httpx.Client, portal: PortalFixtu
 
 def test_following_any_link_changes_nothing(api: httpx.Client, portal: PortalFixture, three: list[int]) -> None:
     email = "scanner@example.com"
-    api.post(
-        f"/communication-preferences/v4/statuses/{email}",
-        json={"subscriptionId": three[0], "statusState": "SUBSCRIBED", "channel": "EMAIL"},
-    )
+    set_status(api, email, three[0], "SUBSCRIBED")
     generated = links_for(api, email, subscriptionId=three[0])
     before = snapshot(api, portal, email)
     for url in (generated["managePreferencesUrl"], generated["unsubscribeAllUrl"], generated["unsubscribeSingleUrl"]):
@@ -285,10 +280,7 @@ def test_saving_changes_only_what_the_contact_changed(
     internal = portal.definitions["One to One"]
     assert f'value="{internal}:' not in page.text, "internal subscriptions are not on the page"
     # Meanwhile, through the API: b is subscribed (the page still shows it unticked).
-    api.post(
-        f"/communication-preferences/v4/statuses/{email}",
-        json={"subscriptionId": b, "statusState": "SUBSCRIBED", "channel": "EMAIL"},
-    )
+    set_status(api, email, b, "SUBSCRIBED")
     form = [
         ("csrf_token", csrf_of(page.text)),
         ("action", "save"),
@@ -330,7 +322,7 @@ def test_ticking_a_box_after_an_opt_out_resubscribes_only_that_one(
     assert saved.status_code == 200
     found = statuses(api, email)
     assert [found[sid] for sid in three] == ["UNSUBSCRIBED", "UNSUBSCRIBED", "SUBSCRIBED"]
-    assert {source for _, source in v3_sources(api, email).values()} == {"SUBSCRIPTION_STATUS"}
+    assert {source for _, source in v3_statuses(api, email).values()} == {"SUBSCRIPTION_STATUS"}
 
 
 def test_unsubscribe_all_from_a_brand_page_opts_out_of_that_brand(

@@ -148,7 +148,7 @@ async def open_link(request: Request, portal_id: int, token: str, purpose: Purpo
             csrf=_csrf(request, portal, REQUEST_LINK),
         ) from exc
     except LinkInvalid as exc:
-        raise PageError(400, "invalid.html", language=_fallback_language(request, portal)) from exc
+        raise PageError(400, "invalid.html", language=_fallback_language(request, portal), portal=portal) from exc
     return Opened(portal, claims, token, _fallback_language(request, portal, claims.language))
 
 
@@ -287,16 +287,27 @@ async def save_preferences(request: Request, portal_id: PortalId, token: Token) 
     shown = _shown(form)
     wanted = {int(v) for v in form.getlist("subscription") if isinstance(v, str) and v.isdigit()}
 
-    def work(tx: Any) -> tuple[str, list[consent.Effective]]:
+    def work(tx: Any) -> tuple[str, list[tuple[str, bool]]]:
         changes = consent.Changes(tx, opened.portal.id, actor, now_ms())
         if unsubscribe_all:
             affected = consent.opt_out_from_page(changes, claims.subscriber, claims.business_unit_id)
         else:
             affected = consent.save_preferences(changes, claims.subscriber, claims.business_unit_id, shown, wanted)
         changes.flush()
-        return _brand(tx, opened.portal, claims.business_unit_id), affected
+        # The unit of work's definitions carry no translations; the confirmation names them translated.
+        translated = {
+            d.id: d
+            for d in tx.list_definitions(
+                opened.portal.id, ids=[s.definition.id for s in affected], with_translations=True
+            )
+        }
+        changed = [
+            (i18n.localized(translated[s.definition.id], opened.language)[0], s.status is Status.SUBSCRIBED)
+            for s in affected
+        ]
+        return _brand(tx, opened.portal, claims.business_unit_id), changed
 
-    brand, affected = await _store(request).write(work)
+    brand, changed = await _store(request).write(work)
     if unsubscribe_all:
         return render(
             "unsubscribed.html",
@@ -306,11 +317,6 @@ async def save_preferences(request: Request, portal_id: PortalId, token: Token) 
             everything=True,
             links=_other_links(opened),
         )
-    definitions = {s.definition.id: s.definition for s in affected}
-    changed = [
-        (i18n.localized(definitions[s.definition.id], opened.language)[0], s.status is Status.SUBSCRIBED)
-        for s in affected
-    ]
     return render(
         "saved.html",
         opened.language,
