@@ -36,14 +36,23 @@ def test_access_log_names_routes_not_addresses_or_tokens(
             json={"emailAddress": "secret.person@example.com", "subscriptionId": str(portal.marketing)},
         )
         api.post("/communication-preferences/v3/unsubscribe", json={"emailAddress": "bad", "subscriptionId": "x"})
+        link = api.post(
+            "/communication-preferences/v4/links/generate",
+            params={"channel": "EMAIL"},
+            json={"subscriberIdString": "secret.person@example.com"},
+        ).json()["unsubscribeAllUrl"]
+        httpx.get(link)
+        httpx.post(link, data={"List-Unsubscribe": "One-Click"})
     access = [r for r in caplog.records if r.name == "commprefs.access"]
-    assert len(access) >= 3
+    assert len(access) >= 6
+    assert "/preferences/{portal_id}/unsubscribe-all/{token}" in {getattr(r, "path", None) for r in access}
     assert {getattr(r, "path", None) for r in access} >= {
         "/communication-preferences/v3/status/email/{emailAddress:path}"
     }
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert "secret.person" not in logged
     assert portal.token not in logged
+    assert link.rsplit("/", 1)[1] not in logged, "a link's token is as secret as the address"
 
 
 def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
