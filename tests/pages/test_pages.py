@@ -255,6 +255,27 @@ def test_junk_links_get_an_error_page_never_a_500(server: object, portal: Portal
         assert "Traceback" not in response.text
 
 
+def test_malformed_and_oversized_form_bodies_are_refused_cleanly(api: httpx.Client, portal: PortalFixture) -> None:
+    email = "bodies@example.com"
+    url = links_for(api, email)["unsubscribeAllUrl"]
+    before = snapshot(api, portal, email)
+    bad_multipart = httpx.post(
+        url, content=b"--x\r\nnot a part", headers={"Content-Type": "multipart/form-data; boundary=x"}
+    )
+    assert bad_multipart.status_code in (400, 403)
+    too_big = httpx.post(
+        url, content=b"a=" + b"x" * 1_100_000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert too_big.status_code == 413
+    invalid_utf8 = httpx.post(
+        url,
+        content=b"List-Unsubscribe=One-Click%ff%fe\xff",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert invalid_utf8.status_code in (400, 403)
+    assert snapshot(api, portal, email) == before
+
+
 def test_a_single_link_to_an_archived_subscription_is_gone(api: httpx.Client, portal: PortalFixture) -> None:
     sid = create_definition(api, "Seasonal")
     url = links_for(api, "gone@example.com", subscriptionId=sid)["unsubscribeSingleUrl"]

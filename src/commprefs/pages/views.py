@@ -21,6 +21,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import DBAPIError
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse, Response
 
 from commprefs import consent, links
@@ -160,7 +162,7 @@ def _csrf(request: Request, portal: Portal, bound_to: str) -> str:
 async def _form(request: Request) -> FormData:
     try:
         return await request.form(max_files=0, max_fields=2000)
-    except Exception as exc:  # a malformed body is the sender's error, not ours
+    except (MultiPartException, ValueError) as exc:  # a malformed body is the sender's error, not ours
         raise RequestValidationError([{"type": "form", "msg": str(exc)}]) from exc
 
 
@@ -554,6 +556,8 @@ class PageRoute(APIRoute):
                 response = render("unavailable.html", _fallback_language(request), 503)
             except DomainError:
                 response = render("invalid.html", _fallback_language(request), 400)
+            except HTTPException:
+                raise  # e.g. 413 from the body cap: answered by the app's handler
             except Exception as exc:
                 log_unhandled(exc, getattr(request.state, "request_id", ""), request.app.state.settings.log_pii)
                 response = render("unavailable.html", _fallback_language(request), 500)
