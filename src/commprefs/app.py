@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from commprefs import __version__
-from commprefs.api import admin, v3, v4
+from commprefs import __version__, delivery
+from commprefs.api import admin, history, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
 from commprefs.api.idempotency import purge_expired_keys
@@ -33,7 +33,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         purge = asyncio.create_task(purge_expired_keys(app_store))
-        yield
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.webhooks:
+                await stack.enter_async_context(delivery.running(app_store, settings))
+            yield
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge
@@ -67,6 +70,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.include_router(v4.router(f"{base}/{version}"))
         app.include_router(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
     app.include_router(admin.router)
+    app.include_router(history.router)
+    app.include_router(webhook_admin.router)
     app.include_router(pages.router())
 
     @app.get("/robots.txt", include_in_schema=False)

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         3, description='"Email me a link": mails per address per hour (more are silently not sent).'
     )
     link_requests_per_ip: int = Field(20, description='"Email me a link": requests per client IP per hour (429).')
+    webhooks: bool = Field(True, description="Send webhooks from this process (a background task in `serve`).")
+    webhook_timeout_seconds: float = Field(5.0, description="How long a webhook receiver has to answer.")
+    webhook_poll_seconds: float = Field(0.25, description="How often an idle sender looks for new events.")
+    webhook_allow_private_networks: bool = Field(
+        False, description="Allow webhooks to loopback, private and link-local addresses (for local testing)."
+    )
     demo: bool = Field(True, description="On an empty database, `serve` creates a demo portal and prints a token.")
 
 

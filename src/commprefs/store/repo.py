@@ -6,7 +6,7 @@ SQL is written once here with SQLAlchemy Core; each method is scoped to a portal
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from commprefs.domain.enums import LegalBasis, Scope, Status, WideScope
@@ -30,6 +30,8 @@ from commprefs.store.schema import (
     subscription_definition,
     subscription_status,
     token,
+    webhook_delivery,
+    webhook_endpoint,
     wide_status,
 )
 
@@ -376,6 +378,141 @@ class Tx:
         if address is not None:
             conditions.append(e.c.subscriber == address)
         return list(self.conn.execute(select(e).where(and_(*conditions)).order_by(e.c.id)))
+
+    # -- the change feed and history ---------------------------------------------------------------
+
+    def _final(self) -> Any:
+        """Rows whose writing transaction is older than every running one: nothing can commit before
+        them any more (PostgreSQL). SQLite's writes take turns, so every committed row is final."""
+        if self.conn.dialect.name == "postgresql":
+            return consent_event.c.txid < literal_column("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+        return literal_column("1") == 1
+
+    def feed(self, portal_id: int, after: tuple[int, int], limit: int) -> list[Row[Any]]:
+        """The portal's events after `after` = (txid, id), in feed order, final rows only."""
+        e = consent_event.c
+        txid, event_id = after
+        query = (
+            select(consent_event)
+            .where(
+                e.portal_id == portal_id,
+                or_(e.txid > txid, and_(e.txid == txid, e.id > event_id)),
+                self._final(),
+            )
+            .order_by(e.txid, e.id)
+            .limit(limit)
+        )
+        return list(self.conn.execute(query))
+
+    def feed_head(self, portal_id: int, occurred_before: int | None = None) -> tuple[int, int]:
+        """The feed position of the portal's last final event (optionally, of those before a time)."""
+        e = consent_event.c
+        conditions = [e.portal_id == portal_id, self._final()]
+        if occurred_before is not None:
+            conditions.append(e.occurred_at < occurred_before)
+        query = select(e.txid, e.id).where(*conditions).order_by(e.txid.desc(), e.id.desc()).limit(1)
+        row = self.conn.execute(query).first()
+        return (row.txid, row.id) if row else (0, 0)
+
+    def history(self, portal_id: int, address: str, before_id: int | None, limit: int) -> list[Row[Any]]:
+        """One subscriber's events, newest first."""
+        e = consent_event.c
+        conditions = [e.portal_id == portal_id, e.subscriber == address]
+        if before_id is not None:
+            conditions.append(e.id < before_id)
+        return list(self.conn.execute(select(consent_event).where(*conditions).order_by(e.id.desc()).limit(limit)))
+
+    def token_names(self, portal_id: int) -> dict[str, str]:
+        return {
+            r.id: r.name
+            for r in self.conn.execute(select(token.c.id, token.c.name).where(token.c.portal_id == portal_id))
+        }
+
+    # -- webhook endpoints ----------------------------------------------------------------------
+
+    def insert_endpoint(self, values: dict[str, Any]) -> None:
+        self.conn.execute(webhook_endpoint.insert().values(**values))
+
+    def list_endpoints(self, portal_id: int) -> list[Row[Any]]:
+        w = webhook_endpoint.c
+        return list(
+            self.conn.execute(select(webhook_endpoint).where(w.portal_id == portal_id).order_by(w.created_at, w.id))
+        )
+
+    def get_endpoint(self, portal_id: int, endpoint_id: str) -> Row[Any] | None:
+        w = webhook_endpoint.c
+        return self.conn.execute(select(webhook_endpoint).where(w.portal_id == portal_id, w.id == endpoint_id)).first()
+
+    def update_endpoint(self, portal_id: int, endpoint_id: str, **values: Any) -> None:
+        w = webhook_endpoint.c
+        self.conn.execute(
+            update(webhook_endpoint).where(w.portal_id == portal_id, w.id == endpoint_id).values(**values)
+        )
+
+    def delete_endpoint(self, portal_id: int, endpoint_id: str) -> bool:
+        w = webhook_endpoint.c
+        deleted = self.conn.execute(delete(webhook_endpoint).where(w.portal_id == portal_id, w.id == endpoint_id))
+        self.conn.execute(
+            delete(webhook_delivery).where(
+                webhook_delivery.c.portal_id == portal_id, webhook_delivery.c.endpoint_id == endpoint_id
+            )
+        )
+        return bool(deleted.rowcount)
+
+    def claim_endpoints(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Row[Any]]:
+        """Lease up to `limit` enabled endpoints that are due; on PostgreSQL, rows another process is
+        claiming at the same moment are skipped (FOR UPDATE SKIP LOCKED), so each has one sender."""
+        w, e = webhook_endpoint.c, consent_event.c
+        # Only endpoints with something to send: an idle tick writes nothing.
+        pending = (
+            select(literal_column("1"))
+            .where(
+                e.portal_id == w.portal_id,
+                or_(e.txid > w.cursor_txid, and_(e.txid == w.cursor_txid, e.id > w.cursor_id)),
+                self._final(),
+            )
+            .exists()
+        )
+        due = (
+            select(w.portal_id, w.id)
+            .where(
+                w.enabled.is_(True),
+                w.next_attempt_at <= now,
+                or_(w.lease_until.is_(None), w.lease_until < now),
+                pending,
+            )
+            .order_by(w.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = self.conn.execute(due).all()
+        for row in rows:
+            self.conn.execute(
+                update(webhook_endpoint)
+                .where(w.portal_id == row.portal_id, w.id == row.id)
+                .values(lease_owner=owner, lease_until=now + lease_ms)
+            )
+        if not rows:
+            return []
+        keys = [(r.portal_id, r.id) for r in rows]
+        claimed = self.conn.execute(
+            select(webhook_endpoint).where(or_(*(and_(w.portal_id == p, w.id == i) for p, i in keys)))
+        )
+        return list(claimed)
+
+    def add_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(webhook_delivery.insert(), list(rows))
+
+    def list_deliveries(self, portal_id: int, endpoint_id: str, limit: int) -> list[Row[Any]]:
+        d = webhook_delivery.c
+        query = (
+            select(webhook_delivery)
+            .where(d.portal_id == portal_id, d.endpoint_id == endpoint_id)
+            .order_by(d.id.desc())
+            .limit(limit)
+        )
+        return list(self.conn.execute(query))
 
 
 def _portal(row: Row[Any]) -> Portal:

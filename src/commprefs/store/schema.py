@@ -153,8 +153,13 @@ consent_event = Table(
     Column("language", String(16)),
     Column("reason", Text),
     Column("occurred_at", BigInteger, nullable=False),
+    # The change feed's order is (txid, id). On PostgreSQL txid is the writing transaction's id (a
+    # server default, migration 0004), so a reader can tell which rows are final; on SQLite, whose
+    # writes take turns, it is 0 and ids are in commit order.
+    Column("txid", BigInteger, nullable=False, server_default="0"),
     Index(None, "portal_id", "subscriber", "id"),
     Index(None, "portal_id", "id"),
+    Index(None, "portal_id", "txid", "id"),
 )
 
 # A write's first answer, so that a retry with the same Idempotency-Key replays it (24 hours).
@@ -168,4 +173,49 @@ idempotency_key = Table(
     Column("body", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index(None, "created_at"),
+)
+
+
+# Where a portal's events are sent. The endpoint's cursor into the change feed is its outbox
+# position: events after it are delivered in feed order, one at a time, and it advances only
+# after the receiver acknowledged, so every event reaches it at least once, in order.
+webhook_endpoint = Table(
+    "webhook_endpoint",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("id", String(40), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("description", String(500), nullable=False, default=""),
+    Column("secret", String(100), nullable=False),
+    Column("event_types", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", String(500)),
+    Column("cursor_txid", BigInteger, nullable=False, default=0),
+    Column("cursor_id", BigInteger, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("failing_since", BigInteger),
+    Column("next_attempt_at", BigInteger, nullable=False, default=0),
+    Column("lease_owner", String(40)),
+    Column("lease_until", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["portal_id"], ["portal.id"], ondelete="CASCADE"),
+    Index(None, "enabled", "next_attempt_at"),
+)
+
+# Every delivery attempt: the endpoint's log.
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", EventId, primary_key=True, autoincrement=True),
+    Column("portal_id", BigInteger, nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", String(200)),
+    Column("latency_ms", Integer, nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger),
+    Index(None, "portal_id", "endpoint_id", "id"),
 )

@@ -1,0 +1,121 @@
+"""Webhook endpoints through the admin API (scope commprefs.admin): register, list, update,
+disable, delete, read the delivery log, replay."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.responses import Response
+
+from commprefs import webhooks
+from commprefs.api.auth import AdminCaller, StoreDep
+from commprefs.api.responses import JSON
+from commprefs.clock import now_ms
+from commprefs.events import EventType
+
+router = APIRouter(prefix="/commprefs/v1/webhooks", tags=["webhooks"])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointCreate(_Body):
+    url: StrictStr = Field(max_length=2000, description="http(s) URL that receives the events.")
+    events: list[EventType] = Field(default_factory=list, description="Event types to send; empty sends all.")
+    description: StrictStr = Field("", max_length=500)
+
+
+class EndpointUpdate(_Body):
+    url: StrictStr | None = Field(None, max_length=2000)
+    events: list[EventType] | None = None
+    description: StrictStr | None = Field(None, max_length=500)
+    enabled: StrictBool | None = None
+
+
+class Replay(_Body):
+    since: datetime = Field(description="Send again every event that occurred at or after this time.")
+
+
+def _allow_private(request: Request) -> bool:
+    return bool(request.app.state.settings.webhook_allow_private_networks)
+
+
+@router.post("", summary="Register an endpoint (its secret is shown once)", status_code=201)
+async def create(body: EndpointCreate, request: Request, caller: AdminCaller, store: StoreDep) -> Any:
+    endpoint, secret = await store.write(
+        lambda tx: webhooks.create_endpoint(
+            tx,
+            caller.portal_id,
+            body.url,
+            events=body.events,
+            description=body.description,
+            now=now_ms(),
+            allow_private=_allow_private(request),
+        )
+    )
+    return JSON(webhooks.endpoint_json(endpoint, secret), status_code=201)
+
+
+@router.get("", summary="List endpoints")
+async def list_endpoints(caller: AdminCaller, store: StoreDep) -> Any:
+    rows = await store.aread(lambda tx: tx.list_endpoints(caller.portal_id))
+    return JSON({"results": [webhooks.endpoint_json(r) for r in rows]})
+
+
+@router.get("/{endpointId}", summary="One endpoint")
+async def get_endpoint(endpointId: str, caller: AdminCaller, store: StoreDep) -> Any:
+    row = await store.aread(lambda tx: webhooks.require_endpoint(tx, caller.portal_id, endpointId))
+    return JSON(webhooks.endpoint_json(row))
+
+
+@router.patch("/{endpointId}", summary="Change, disable or re-enable an endpoint")
+async def update_endpoint(
+    endpointId: str, body: EndpointUpdate, request: Request, caller: AdminCaller, store: StoreDep
+) -> Any:
+    row = await store.write(
+        lambda tx: webhooks.update_endpoint(
+            tx,
+            caller.portal_id,
+            endpointId,
+            now=now_ms(),
+            allow_private=_allow_private(request),
+            url=body.url,
+            events=body.events,
+            description=body.description,
+            enabled=body.enabled,
+        )
+    )
+    return JSON(webhooks.endpoint_json(row))
+
+
+@router.delete(
+    "/{endpointId}", summary="Delete an endpoint and its delivery log", status_code=204, response_class=Response
+)
+async def delete_endpoint(endpointId: str, caller: AdminCaller, store: StoreDep) -> Response:
+    await store.write(lambda tx: webhooks.delete_endpoint(tx, caller.portal_id, endpointId))
+    return Response(status_code=204)
+
+
+@router.get("/{endpointId}/deliveries", summary="The endpoint's delivery attempts, newest first")
+async def deliveries(
+    endpointId: str,
+    caller: AdminCaller,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    def read(tx: Any) -> Any:
+        endpoint = webhooks.require_endpoint(tx, caller.portal_id, endpointId)
+        return endpoint, tx.list_deliveries(caller.portal_id, endpointId, limit)
+
+    endpoint, rows = await store.aread(read)
+    return JSON({"endpoint": webhooks.endpoint_json(endpoint), "results": [webhooks.delivery_json(r) for r in rows]})
+
+
+@router.post("/{endpointId}/replay", summary="Send again the events since a time, in order")
+async def replay(endpointId: str, body: Replay, caller: AdminCaller, store: StoreDep) -> Any:
+    moment = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+    since = int(moment.timestamp() * 1000)
+    row = await store.write(lambda tx: webhooks.replay(tx, caller.portal_id, endpointId, since, now_ms()))
+    return JSON(webhooks.endpoint_json(row))

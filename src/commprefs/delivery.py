@@ -1,0 +1,206 @@
+"""The webhook sender: a background task in every `commprefs serve` process.
+
+Each tick leases the endpoints that are due (FOR UPDATE SKIP LOCKED on PostgreSQL, so with several
+processes each endpoint has one sender), reads the events after each endpoint's position from the
+committed change feed, and sends them one at a time, in order, signed per Standard Webhooks. The
+position advances only past acknowledged events, in the same transaction as the delivery log: a
+crash at any point resends (same `webhook-id`), never skips. A failure stops the endpoint's queue
+(order per subscriber is kept) and schedules a retry with exponential backoff and jitter.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+import httpx
+import orjson
+from standardwebhooks.webhooks import Webhook
+
+from commprefs import webhooks
+from commprefs.clock import iso, now_ms
+from commprefs.config import Settings
+from commprefs.events import event_json, event_type
+from commprefs.store import Store
+
+log = logging.getLogger("commprefs.webhooks")
+LEASE_MS = 60_000
+BATCH = 100
+SEND_BUDGET_S = 30.0
+
+
+class Sender:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.owner = "w_" + secrets.token_hex(8)
+        self.client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            headers={"User-Agent": "commprefs-webhooks/1"},
+        )
+
+    async def run(self) -> None:
+        """Tick forever; a tick that found work is followed at once by another."""
+        while True:
+            try:
+                busy = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be down: try again shortly
+                log.warning("webhook tick failed: %s", type(exc).__name__)
+                busy = False
+            if not busy:
+                await asyncio.sleep(self.settings.webhook_poll_seconds)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def tick(self) -> bool:
+        now = now_ms()
+        claimed = await self.store.write(lambda tx: tx.claim_endpoints(self.owner, now, LEASE_MS, 20))
+        if not claimed:
+            return False
+        sent = await asyncio.gather(*(self.drain(endpoint) for endpoint in claimed))
+        return any(sent)
+
+    async def drain(self, endpoint: Any) -> bool:
+        """Send `endpoint`'s next events; True if a full batch went out (more may be waiting)."""
+        portal_id = endpoint.portal_id
+
+        def read(tx: Any) -> tuple[list[Any], dict[int, Any], dict[str, str]]:
+            rows = tx.feed(portal_id, (endpoint.cursor_txid, endpoint.cursor_id), BATCH)
+            _, definitions = tx.portal_snapshot(portal_id)
+            return rows, {d.id: d for d in definitions}, tx.token_names(portal_id) if rows else {}
+
+        rows, definitions, tokens = await self.store.aread(read)
+        wanted = set(endpoint.event_types.split(",")) - {""}
+        signer = Webhook(endpoint.secret)
+        position = (endpoint.cursor_txid, endpoint.cursor_id)
+        attempts: list[dict[str, Any]] = []
+        failed: tuple[int | None, str | None] | None = None
+        started = time.monotonic()
+        for row in rows:
+            if wanted and event_type(row).value not in wanted:
+                position = (row.txid, row.id)
+                continue
+            if time.monotonic() - started > SEND_BUDGET_S:
+                break
+            body = {
+                "type": event_type(row).value,
+                "timestamp": iso(row.occurred_at),
+                "data": event_json(row, definitions, tokens, with_person=False),
+            }
+            status, error, latency = await self.send(endpoint.url, signer, f"evt_{row.id}", orjson.dumps(body))
+            attempts.append(
+                {
+                    "portal_id": portal_id,
+                    "endpoint_id": endpoint.id,
+                    "event_id": row.id,
+                    # Only the head of the queue can have been tried before.
+                    "attempt": endpoint.failures + 1 if not attempts else 1,
+                    "status_code": status,
+                    "error": error,
+                    "latency_ms": latency,
+                    "attempted_at": now_ms(),
+                    "next_attempt_at": None,
+                }
+            )
+            if status is not None and 200 <= status < 300:
+                position = (row.txid, row.id)
+                continue
+            failed = (status, error)
+            break
+        await self.store.write(lambda tx: self._record(tx, endpoint, position, attempts, failed))
+        return failed is None and len(rows) == BATCH
+
+    def _record(
+        self,
+        tx: Any,
+        endpoint: Any,
+        position: tuple[int, int],
+        attempts: list[dict[str, Any]],
+        failed: tuple[int | None, str | None] | None,
+    ) -> None:
+        now = now_ms()
+        values: dict[str, Any] = {
+            "cursor_txid": position[0],
+            "cursor_id": position[1],
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if failed is None:
+            values.update(failures=0, failing_since=None, next_attempt_at=0)
+        else:
+            status, _ = failed
+            failures = endpoint.failures + 1 if position == (endpoint.cursor_txid, endpoint.cursor_id) else 1
+            failing_since = endpoint.failing_since if failures > 1 and endpoint.failing_since else now
+            retry_at = now + webhooks.retry_delay_ms(failures)
+            attempts[-1]["next_attempt_at"] = retry_at
+            values.update(failures=failures, failing_since=failing_since, next_attempt_at=retry_at)
+            if status == 410:
+                values.update(enabled=False, disabled_reason="the receiver answered 410 Gone")
+            elif now - failing_since > webhooks.GIVE_UP_AFTER_MS:
+                values.update(enabled=False, disabled_reason=f"failing since {iso(failing_since)}")
+        tx.add_deliveries(attempts)
+        tx.update_endpoint(endpoint.portal_id, endpoint.id, **values)
+
+    async def send(
+        self, url: str, signer: Webhook, message_id: str, payload: bytes
+    ) -> tuple[int | None, str | None, int]:
+        started = time.perf_counter()
+        try:
+            await self._check_destination(url)
+            at = datetime.now(UTC)
+            response = await self.client.post(
+                url,
+                content=payload,
+                headers={
+                    "content-type": "application/json",
+                    "webhook-id": message_id,
+                    "webhook-timestamp": str(int(at.timestamp())),
+                    "webhook-signature": signer.sign(message_id, at, payload.decode()),
+                },
+            )
+            status, error = response.status_code, None
+        except RefusedDestination as exc:
+            status, error = None, str(exc)
+        except httpx.HTTPError as exc:
+            status, error = None, type(exc).__name__
+        return status, error, round((time.perf_counter() - started) * 1000)
+
+    async def _check_destination(self, url: str) -> None:
+        if self.settings.webhook_allow_private_networks:
+            return
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            found = await anyio.to_thread.run_sync(socket.getaddrinfo, host, port)
+        except OSError as exc:
+            raise RefusedDestination("cannot resolve the host") from exc
+        if any(webhooks.blocked_address(str(info[4][0])) for info in found):
+            raise RefusedDestination("refused: the host resolves to a private address")
+
+
+class RefusedDestination(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def running(store: Store, settings: Settings) -> Any:
+    """The sender as a background task for the life of the app."""
+    sender = Sender(store, settings)
+    task = asyncio.create_task(sender.run())
+    try:
+        yield sender
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sender.close()

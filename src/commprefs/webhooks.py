@@ -1,0 +1,200 @@
+"""Webhook endpoints: registering them, checking where they point, and the retry schedule.
+
+An endpoint's position in the change feed is its outbox: every event after it is sent, in feed
+order, until the receiver acknowledges it (see `delivery.py`). A new endpoint starts at the head
+of the feed; a replay moves it back.
+"""
+
+import base64
+import ipaddress
+import random
+import secrets
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from commprefs.clock import iso
+from commprefs.domain.errors import NotFound, RuleViolation
+from commprefs.events import EventType, encode_cursor
+from commprefs.store.repo import Tx
+
+SECRET_PREFIX = "whsec_"
+MAX_URL = 2000
+FIRST_RETRY_MS = 5_000
+MAX_RETRY_MS = 3_600_000
+# Retried for three days (more than the 24 hours promised), then the endpoint is disabled; its
+# position is kept, so enabling it again resumes with the event that failed.
+GIVE_UP_AFTER_MS = 3 * 24 * 3_600_000
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 24 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def blocked_address(address: str) -> bool:
+    """Loopback, private, link-local and other non-public addresses."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def check_url(url: str, *, allow_private: bool) -> str:
+    """An http(s) URL with a host and no whitespace or control characters; an IP literal must be
+    public unless private networks are allowed (host names are checked again when sending)."""
+    if len(url) > MAX_URL or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise RuleViolation("url must be one line without spaces, at most 2000 characters", field="url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RuleViolation("url must be an http:// or https:// URL with a host", field="url")
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            raise RuleViolation("url has an invalid port", field="url") from exc
+        return url
+    if not allow_private and blocked_address(str(literal)):
+        raise RuleViolation(
+            "url points at a private, loopback or link-local address "
+            "(COMMPREFS_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true allows it)",
+            field="url",
+        )
+    return url
+
+
+def check_event_types(names: Iterable[str]) -> str:
+    chosen = []
+    for name in names:
+        try:
+            chosen.append(EventType(name).value)
+        except ValueError as exc:
+            allowed = ", ".join(t.value for t in EventType)
+            raise RuleViolation(f"unknown event type {name!r}; one of {allowed}", field="events") from exc
+    return ",".join(sorted(set(chosen)))
+
+
+def retry_delay_ms(failures: int) -> int:
+    """Exponential backoff (5 s, 10 s, 20 s ... at most an hour) with jitter of up to half."""
+    delay = min(FIRST_RETRY_MS * 2 ** max(failures - 1, 0), MAX_RETRY_MS)
+    return int(delay * random.uniform(0.5, 1.0))
+
+
+def create_endpoint(
+    tx: Tx,
+    portal_id: int,
+    url: str,
+    *,
+    events: Iterable[str] = (),
+    description: str = "",
+    now: int,
+    allow_private: bool,
+) -> tuple[Any, str]:
+    """A new endpoint, sent every change committed from now on; returns it and its secret (shown once)."""
+    if tx.get_portal(portal_id) is None:
+        raise NotFound(f"portal {portal_id} does not exist")
+    secret = new_secret()
+    endpoint_id = "ep_" + secrets.token_hex(8)
+    txid, event_id = tx.feed_head(portal_id)
+    tx.insert_endpoint(
+        {
+            "portal_id": portal_id,
+            "id": endpoint_id,
+            "url": check_url(url, allow_private=allow_private),
+            "description": description,
+            "secret": secret,
+            "event_types": check_event_types(events),
+            "enabled": True,
+            "cursor_txid": txid,
+            "cursor_id": event_id,
+            "failures": 0,
+            "next_attempt_at": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    return require_endpoint(tx, portal_id, endpoint_id), secret
+
+
+def require_endpoint(tx: Tx, portal_id: int, endpoint_id: str) -> Any:
+    found = tx.get_endpoint(portal_id, endpoint_id)
+    if found is None:
+        raise NotFound(f"webhook endpoint {endpoint_id} does not exist", field="endpointId")
+    return found
+
+
+def update_endpoint(
+    tx: Tx,
+    portal_id: int,
+    endpoint_id: str,
+    *,
+    now: int,
+    allow_private: bool,
+    url: str | None = None,
+    events: Iterable[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> Any:
+    current = require_endpoint(tx, portal_id, endpoint_id)
+    values: dict[str, Any] = {"updated_at": now}
+    if url is not None:
+        values["url"] = check_url(url, allow_private=allow_private)
+    if events is not None:
+        values["event_types"] = check_event_types(events)
+    if description is not None:
+        values["description"] = description
+    if enabled is True and not current.enabled:
+        values.update(enabled=True, disabled_reason=None, failures=0, failing_since=None, next_attempt_at=0)
+    elif enabled is False:
+        values.update(enabled=False, disabled_reason="disabled by an operator")
+    tx.update_endpoint(portal_id, endpoint_id, **values)
+    return require_endpoint(tx, portal_id, endpoint_id)
+
+
+def delete_endpoint(tx: Tx, portal_id: int, endpoint_id: str) -> None:
+    if not tx.delete_endpoint(portal_id, endpoint_id):
+        raise NotFound(f"webhook endpoint {endpoint_id} does not exist", field="endpointId")
+
+
+def replay(tx: Tx, portal_id: int, endpoint_id: str, since: int, now: int) -> Any:
+    """Send again every event that occurred at or after `since` (ms), in order, with the same ids."""
+    require_endpoint(tx, portal_id, endpoint_id)
+    txid, event_id = tx.feed_head(portal_id, occurred_before=since)
+    tx.update_endpoint(
+        portal_id, endpoint_id, cursor_txid=txid, cursor_id=event_id, next_attempt_at=0, failures=0, updated_at=now
+    )
+    return require_endpoint(tx, portal_id, endpoint_id)
+
+
+def endpoint_json(row: Any, secret: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": row.id,
+        "url": row.url,
+        "description": row.description,
+        "events": row.event_types.split(",") if row.event_types else [t.value for t in EventType],
+        "enabled": bool(row.enabled),
+        "disabledReason": row.disabled_reason,
+        "position": encode_cursor((row.cursor_txid, row.cursor_id)),
+        "failures": row.failures,
+        "failingSince": iso(row.failing_since) if row.failing_since else None,
+        "nextAttemptAt": iso(row.next_attempt_at) if row.failures else None,
+        "createdAt": iso(row.created_at),
+        "updatedAt": iso(row.updated_at),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def delivery_json(row: Any) -> dict[str, Any]:
+    return {
+        "eventId": str(row.event_id),
+        "webhookId": f"evt_{row.event_id}",
+        "attempt": row.attempt,
+        "statusCode": row.status_code,
+        "error": row.error,
+        "latencyMs": row.latency_ms,
+        "attemptedAt": iso(row.attempted_at),
+        "nextAttemptAt": iso(row.next_attempt_at) if row.next_attempt_at else None,
+    }
