@@ -271,6 +271,45 @@ def test_links_generate_prints_working_links_and_rotation_revokes_them(cli: Cli,
     assert done.returncode == 1 and "subscription 12345 does not exist" in done.stderr
 
 
+# -- webhooks -----------------------------------------------------------------------------
+
+
+def test_webhooks_add_list_update_deliveries_replay_delete(cli: Cli, portal_id: int) -> None:
+    out = cli.ok("webhooks", "add", "--portal", str(portal_id), "--url", "https://hooks.example.org/consent")
+    endpoint_id, secret = out.strip().split("\t")
+    assert endpoint_id.startswith("ep_") and secret.startswith("whsec_")
+    stored = cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id))
+    assert stored is not None and stored.secret == secret and stored.enabled
+    listed = cli.ok("webhooks", "list", "--portal", str(portal_id))
+    assert endpoint_id in listed and "enabled" in listed and secret not in listed
+
+    assert "disabled" in cli.ok("webhooks", "update", endpoint_id, "--portal", str(portal_id), "--disable")
+    assert not cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)).enabled
+    cli.ok(
+        "webhooks",
+        "update",
+        endpoint_id,
+        "--portal",
+        str(portal_id),
+        "--enable",
+        "--event",
+        "subscription.opted_out_of_all",
+    )
+    row = cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id))
+    assert row.enabled and row.event_types == "subscription.opted_out_of_all"
+
+    assert cli.ok("webhooks", "deliveries", endpoint_id, "--portal", str(portal_id)) == ""
+    assert "sent again" in cli.ok(
+        "webhooks", "replay", endpoint_id, "--portal", str(portal_id), "--since", "2020-01-01"
+    )
+    assert cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)).cursor_id == 0
+
+    refused = cli.run("webhooks", "add", "--portal", str(portal_id), "--url", "http://127.0.0.1:9/hook")
+    assert refused.returncode == 1 and "private" in refused.stderr
+    assert "deleted" in cli.ok("webhooks", "delete", endpoint_id, "--portal", str(portal_id))
+    assert cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)) is None
+
+
 # -- errors and help ----------------------------------------------------------------------
 
 
@@ -313,6 +352,9 @@ def test_command_tree_is_what_we_expect() -> None:
     }
     assert ("definitions", "deactivate") in COMMAND_PATHS and ("token", "revoke") in COMMAND_PATHS
     assert ("links", "generate") in COMMAND_PATHS and ("portal", "rotate-link-secret") in COMMAND_PATHS
+    assert {("webhooks", name) for name in ("add", "list", "update", "delete", "deliveries", "replay")} <= set(
+        COMMAND_PATHS
+    )
 
 
 @pytest.mark.parametrize("path", COMMAND_PATHS, ids=lambda p: " ".join(p) or "commprefs")

@@ -4,18 +4,20 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import click
 import uvicorn
 
-from commprefs import __version__, links, tenancy
+from commprefs import __version__, links, tenancy, webhooks
 from commprefs.clock import iso, now_ms
 from commprefs.config import get_settings
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import SCOPE_ALIASES, Scope, parse_scope
 from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Portal
+from commprefs.events import EventType
 from commprefs.logs import log_config
 from commprefs.store import Store, Tx
 
@@ -396,3 +398,104 @@ def definitions_deactivate(definition_id: int, portal_id: int) -> None:
     """Archive a definition: hidden from status reads, its history kept."""
     _run(lambda tx: tenancy.update_definition(tx, portal_id, definition_id, now=now_ms(), is_active=False))
     click.echo(f"deactivated {definition_id}")
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+_EVENT_CHOICES = click.Choice([t.value for t in EventType])
+
+
+@main.group("webhooks")
+def webhooks_group() -> None:
+    """Endpoints that receive every consent change, signed per Standard Webhooks."""
+
+
+@webhooks_group.command("add")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--url", required=True, help="http(s) URL that receives the events.")
+@click.option("--event", "events", multiple=True, type=_EVENT_CHOICES, help="Only these event types (repeatable).")
+@click.option("--description", default="", help="What the endpoint is for.")
+def webhooks_add(portal_id: int, url: str, events: tuple[str, ...], description: str) -> None:
+    """Register an endpoint; prints its id and its secret (shown once)."""
+    allow = get_settings().webhook_allow_private_networks
+    endpoint, secret = _run(
+        lambda tx: webhooks.create_endpoint(
+            tx, portal_id, url, events=events, description=description, now=now_ms(), allow_private=allow
+        )
+    )
+    click.echo(f"{endpoint.id}\t{secret}")
+
+
+@webhooks_group.command("list")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+def webhooks_list(portal_id: int) -> None:
+    """List endpoints: id, state, failures, events, URL."""
+    for row in _run(lambda tx: tx.list_endpoints(portal_id)):
+        shown = webhooks.endpoint_json(row)
+        state = "enabled" if shown["enabled"] else f"disabled ({shown['disabledReason']})"
+        click.echo(f"{row.id}\t{state}\tfailures={row.failures}\t{','.join(shown['events'])}\t{row.url}")
+
+
+@webhooks_group.command("update")
+@click.argument("endpoint_id")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--url", help="New URL.")
+@click.option("--event", "events", multiple=True, type=_EVENT_CHOICES, help="Only these event types (repeatable).")
+@click.option("--enable/--disable", "enabled", default=None, help="Re-enable (resumes where it stopped) or disable.")
+def webhooks_update(
+    endpoint_id: str, portal_id: int, url: str | None, events: tuple[str, ...], enabled: bool | None
+) -> None:
+    """Change, disable or re-enable an endpoint."""
+    allow = get_settings().webhook_allow_private_networks
+    row = _run(
+        lambda tx: webhooks.update_endpoint(
+            tx,
+            portal_id,
+            endpoint_id,
+            now=now_ms(),
+            allow_private=allow,
+            url=url,
+            events=events or None,
+            enabled=enabled,
+        )
+    )
+    click.echo(f"{row.id}\t{'enabled' if row.enabled else 'disabled'}\t{row.url}")
+
+
+@webhooks_group.command("delete")
+@click.argument("endpoint_id")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+def webhooks_delete(endpoint_id: str, portal_id: int) -> None:
+    """Delete an endpoint and its delivery log."""
+    _run(lambda tx: webhooks.delete_endpoint(tx, portal_id, endpoint_id))
+    click.echo(f"deleted {endpoint_id}")
+
+
+@webhooks_group.command("deliveries")
+@click.argument("endpoint_id")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many attempts.")
+def webhooks_deliveries(endpoint_id: str, portal_id: int, limit: int) -> None:
+    """The endpoint's delivery attempts, newest first: time, event, attempt, status, latency, next retry."""
+
+    def read(tx: Tx) -> list[dict[str, object]]:
+        webhooks.require_endpoint(tx, portal_id, endpoint_id)
+        return [webhooks.delivery_json(r) for r in tx.list_deliveries(portal_id, endpoint_id, limit)]
+
+    for d in _run(read):
+        outcome = d["statusCode"] if d["statusCode"] is not None else d["error"]
+        retry = f"\tnext {d['nextAttemptAt']}" if d["nextAttemptAt"] else ""
+        click.echo(
+            f"{d['attemptedAt']}\t{d['webhookId']}\tattempt {d['attempt']}\t{outcome}\t{d['latencyMs']} ms{retry}"
+        )
+
+
+@webhooks_group.command("replay")
+@click.argument("endpoint_id")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--since", required=True, type=click.DateTime(), help="Send again every event from this time (UTC).")
+def webhooks_replay(endpoint_id: str, portal_id: int, since: datetime) -> None:
+    """Send again, in order and with the same webhook-ids, every event since a time."""
+    moment = since if since.tzinfo else since.replace(tzinfo=UTC)
+    _run(lambda tx: webhooks.replay(tx, portal_id, endpoint_id, int(moment.timestamp() * 1000), now_ms()))
+    click.echo(f"{endpoint_id}: events since {moment.isoformat()} will be sent again")

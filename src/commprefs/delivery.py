@@ -64,6 +64,8 @@ class Sender:
 
     async def tick(self) -> bool:
         now = now_ms()
+        if not await self.store.aread(lambda tx: tx.any_endpoint_due(now)):
+            return False  # checked on a reader first, so that an idle sender never takes the write lock
         claimed = await self.store.write(lambda tx: tx.claim_endpoints(self.owner, now, LEASE_MS, 20))
         if not claimed:
             return False

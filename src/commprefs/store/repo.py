@@ -459,11 +459,9 @@ class Tx:
         )
         return bool(deleted.rowcount)
 
-    def claim_endpoints(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Row[Any]]:
-        """Lease up to `limit` enabled endpoints that are due; on PostgreSQL, rows another process is
-        claiming at the same moment are skipped (FOR UPDATE SKIP LOCKED), so each has one sender."""
+    def _due_endpoints(self, now: int, limit: int) -> Any:
+        """Enabled endpoints whose retry time has come, not leased, with an event to send."""
         w, e = webhook_endpoint.c, consent_event.c
-        # Only endpoints with something to send: an idle tick writes nothing.
         pending = (
             select(literal_column("1"))
             .where(
@@ -473,7 +471,7 @@ class Tx:
             )
             .exists()
         )
-        due = (
+        return (
             select(w.portal_id, w.id)
             .where(
                 w.enabled.is_(True),
@@ -483,8 +481,16 @@ class Tx:
             )
             .order_by(w.next_attempt_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
+
+    def any_endpoint_due(self, now: int) -> bool:
+        return self.conn.execute(self._due_endpoints(now, 1)).first() is not None
+
+    def claim_endpoints(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Row[Any]]:
+        """Lease up to `limit` due endpoints; on PostgreSQL, rows another process is claiming at the
+        same moment are skipped (FOR UPDATE SKIP LOCKED), so each endpoint has one sender."""
+        w = webhook_endpoint.c
+        due = self._due_endpoints(now, limit).with_for_update(skip_locked=True)
         rows = self.conn.execute(due).all()
         for row in rows:
             self.conn.execute(
