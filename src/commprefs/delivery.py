@@ -30,9 +30,12 @@ from commprefs.events import event_json, event_type
 from commprefs.store import Store
 
 log = logging.getLogger("commprefs.webhooks")
-LEASE_MS = 60_000
+# A run sends for at most SEND_BUDGET_S (plus one timeout), well inside its lease; a sender that
+# died mid-run holds its endpoints until the lease runs out.
+LEASE_MS = 20_000
 BATCH = 100
-SEND_BUDGET_S = 30.0
+SEND_BUDGET_S = 10.0
+MAX_RUNS = 50
 
 
 class Sender:
@@ -40,6 +43,7 @@ class Sender:
         self.store = store
         self.settings = settings
         self.owner = "w_" + secrets.token_hex(8)
+        self._runs: set[asyncio.Task[bool]] = set()
         self.client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
@@ -60,17 +64,29 @@ class Sender:
                 await asyncio.sleep(self.settings.webhook_poll_seconds)
 
     async def close(self) -> None:
+        for run in list(self._runs):
+            run.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
         await self.client.aclose()
 
     async def tick(self) -> bool:
+        """Start a run for each endpoint that is due; runs go on independently, so one slow
+        receiver never holds up another endpoint."""
+        room = MAX_RUNS - len(self._runs)
         now = now_ms()
-        if not await self.store.aread(lambda tx: tx.any_endpoint_due(now)):
+        if room <= 0 or not await self.store.aread(lambda tx: tx.any_endpoint_due(now)):
             return False  # checked on a reader first, so that an idle sender never takes the write lock
-        claimed = await self.store.write(lambda tx: tx.claim_endpoints(self.owner, now, LEASE_MS, 20))
-        if not claimed:
-            return False
-        sent = await asyncio.gather(*(self.drain(endpoint) for endpoint in claimed))
-        return any(sent)
+        claimed = await self.store.write(lambda tx: tx.claim_endpoints(self.owner, now, LEASE_MS, room))
+        for endpoint in claimed:
+            run = asyncio.create_task(self.drain(endpoint))
+            self._runs.add(run)
+            run.add_done_callback(self._finished)
+        return bool(claimed)
+
+    def _finished(self, run: asyncio.Task[bool]) -> None:
+        self._runs.discard(run)
+        if not run.cancelled() and run.exception() is not None:
+            log.warning("webhook run failed: %s", type(run.exception()).__name__)
 
     async def drain(self, endpoint: Any) -> bool:
         """Send `endpoint`'s next events; True if a full batch went out (more may be waiting)."""
@@ -131,18 +147,23 @@ class Sender:
         failed: tuple[int | None, str | None] | None,
     ) -> None:
         now = now_ms()
-        values: dict[str, Any] = {
-            "cursor_txid": position[0],
-            "cursor_id": position[1],
-            "lease_owner": None,
-            "lease_until": None,
-        }
+        current = tx.get_endpoint(endpoint.portal_id, endpoint.id)
+        if current is None:
+            return  # deleted meanwhile
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if (current.cursor_txid, current.cursor_id) != (endpoint.cursor_txid, endpoint.cursor_id):
+            # A replay moved the position while this run was sending: it wins.
+            tx.add_deliveries(attempts)
+            tx.update_endpoint(endpoint.portal_id, endpoint.id, **values)
+            return
+        values.update(cursor_txid=position[0], cursor_id=position[1])
         if failed is None:
             values.update(failures=0, failing_since=None, next_attempt_at=0)
         else:
             status, _ = failed
-            failures = endpoint.failures + 1 if position == (endpoint.cursor_txid, endpoint.cursor_id) else 1
-            failing_since = endpoint.failing_since if failures > 1 and endpoint.failing_since else now
+            moved = position != (endpoint.cursor_txid, endpoint.cursor_id)
+            failures = 1 if moved else current.failures + 1
+            failing_since = now if moved or not current.failing_since else current.failing_since
             retry_at = now + webhooks.retry_delay_ms(failures)
             attempts[-1]["next_attempt_at"] = retry_at
             values.update(failures=failures, failing_since=failing_since, next_attempt_at=retry_at)
@@ -160,19 +181,22 @@ class Sender:
         try:
             await self._check_destination(url)
             at = datetime.now(UTC)
-            response = await self.client.post(
-                url,
-                content=payload,
-                headers={
-                    "content-type": "application/json",
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(int(at.timestamp())),
-                    "webhook-signature": signer.sign(message_id, at, payload.decode()),
-                },
-            )
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):  # the whole exchange
+                response = await self.client.post(
+                    url,
+                    content=payload,
+                    headers={
+                        "content-type": "application/json",
+                        "webhook-id": message_id,
+                        "webhook-timestamp": str(int(at.timestamp())),
+                        "webhook-signature": signer.sign(message_id, at, payload.decode()),
+                    },
+                )
             status, error = response.status_code, None
         except RefusedDestination as exc:
             status, error = None, str(exc)
+        except TimeoutError:
+            status, error = None, "Timeout"
         except httpx.HTTPError as exc:
             status, error = None, type(exc).__name__
         return status, error, round((time.perf_counter() - started) * 1000)

@@ -160,7 +160,7 @@ def delete_endpoint(tx: Tx, portal_id: int, endpoint_id: str) -> None:
 def replay(tx: Tx, portal_id: int, endpoint_id: str, since: int, now: int) -> Any:
     """Send again every event that occurred at or after `since` (ms), in order, with the same ids."""
     require_endpoint(tx, portal_id, endpoint_id)
-    txid, event_id = tx.feed_head(portal_id, occurred_before=since)
+    txid, event_id = tx.feed_position_before(portal_id, since)
     tx.update_endpoint(
         portal_id, endpoint_id, cursor_txid=txid, cursor_id=event_id, next_attempt_at=0, failures=0, updated_at=now
     )

@@ -404,15 +404,30 @@ class Tx:
         )
         return list(self.conn.execute(query))
 
-    def feed_head(self, portal_id: int, occurred_before: int | None = None) -> tuple[int, int]:
-        """The feed position of the portal's last final event (optionally, of those before a time)."""
+    def feed_head(self, portal_id: int) -> tuple[int, int]:
+        """The feed position of the portal's last final event."""
         e = consent_event.c
-        conditions = [e.portal_id == portal_id, self._final()]
-        if occurred_before is not None:
-            conditions.append(e.occurred_at < occurred_before)
-        query = select(e.txid, e.id).where(*conditions).order_by(e.txid.desc(), e.id.desc()).limit(1)
+        query = (
+            select(e.txid, e.id)
+            .where(e.portal_id == portal_id, self._final())
+            .order_by(e.txid.desc(), e.id.desc())
+            .limit(1)
+        )
         row = self.conn.execute(query).first()
         return (row.txid, row.id) if row else (0, 0)
+
+    def feed_position_before(self, portal_id: int, occurred_from: int) -> tuple[int, int]:
+        """A position just before the first event (in feed order) that occurred at or after the time:
+        reading on from it yields every such event (and maybe a few older ones), never fewer."""
+        e = consent_event.c
+        query = (
+            select(e.txid, e.id)
+            .where(e.portal_id == portal_id, e.occurred_at >= occurred_from)
+            .order_by(e.txid, e.id)
+            .limit(1)
+        )
+        row = self.conn.execute(query).first()
+        return (row.txid, row.id - 1) if row else self.feed_head(portal_id)
 
     def history(self, portal_id: int, address: str, before_id: int | None, limit: int) -> list[Row[Any]]:
         """One subscriber's events, newest first."""
