@@ -910,3 +910,32 @@ def test_latency_and_throughput(
             f"counted from the request)",
         ],
     )
+
+
+# -- the acceptance: a person on the preference page --------------------------------------
+
+
+def test_an_unsubscribe_on_the_page_is_announced_within_a_second_and_kept_as_proof(
+    hapi: httpx.Client, hooked: PortalFixture, receiver: Receiver
+) -> None:
+    from tests.pages.kit import links_for, submit
+
+    _, secret = register(hapi, receiver.url)
+    email = "page.person@example.com"
+    url = links_for(hapi, email)["unsubscribeAllUrl"]
+    with httpx.Client(headers={"User-Agent": "Person's browser"}) as browser:
+        started = time.perf_counter()
+        done = submit(browser, url, {"reason": "too_many"})
+        assert done.status_code == 200
+    got = receiver.wait(lambda d: len(d) >= 1, timeout=5, what="the page's webhook")[0]
+    assert got.at - started < 1.0, "announced within a second"
+    data = Webhook(secret).verify(got.body, got.headers)["data"]
+    assert (data["type"], data["source"], data["subscriberIdString"]) == (
+        "subscription.opted_out_of_all",
+        "Preference page",
+        email,
+    )
+    entry = hapi.get(f"/commprefs/v1/subscribers/{email}/history").json()["results"][0]
+    assert entry["id"] == data["id"] and entry["source"] == "Preference page"
+    assert entry["ip"] == "127.0.0.1" and entry["userAgent"] == "Person's browser" and entry["reason"] == "too_many"
+    assert "legalBasis" in entry  # recorded as given: a withdrawal on a page carries none
