@@ -311,14 +311,7 @@ async def save_preferences(request: Request, portal_id: PortalId, token: Token) 
 
     brand, changed = await _store(request).write(work)
     if unsubscribe_all:
-        return render(
-            "unsubscribed.html",
-            opened.language,
-            brand=brand,
-            email=claims.subscriber,
-            everything=True,
-            links=_other_links(opened),
-        )
+        return _unsubscribed(opened, brand)
     return render(
         "saved.html",
         opened.language,
@@ -343,33 +336,52 @@ def _shown(form: FormData) -> dict[int, bool]:
 # -- unsubscribe pages and one-click ------------------------------------------------------------------
 
 
-async def unsubscribe_all_page(request: Request, portal_id: PortalId, token: Token) -> Response:
-    opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
-    brand = await _store(request).aread(lambda tx: _brand(tx, opened.portal, opened.claims.business_unit_id))
+def _unsubscribed(opened: Opened, brand: str, subscription: str | None = None) -> HTMLResponse:
+    """The confirmation of an unsubscribe: from everything, or from the named subscription."""
+    return render(
+        "unsubscribed.html",
+        opened.language,
+        brand=brand,
+        email=opened.claims.subscriber,
+        everything=subscription is None,
+        subscription=subscription,
+        links=_other_links(opened),
+    )
+
+
+def _confirm_unsubscribe(request: Request, opened: Opened, brand: str, subscription: str | None) -> HTMLResponse:
+    """The page an unsubscribe link opens: what will happen, a reason to give, a button."""
     return render(
         "unsubscribe.html",
         opened.language,
         brand=brand,
         email=opened.claims.subscriber,
-        subscription=None,
+        subscription=subscription,
         reasons=REASONS,
-        csrf=_csrf(request, opened.portal, token),
+        csrf=_csrf(request, opened.portal, opened.token),
         links=_other_links(opened),
     )
 
 
-async def unsubscribe_all(request: Request, portal_id: PortalId, token: Token) -> Response:
-    opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
+async def _unsubscribe_request(request: Request, portal_id: int, token: str, purpose: Purpose) -> tuple[Opened, Actor]:
+    """A POST to an unsubscribe link: RFC 8058 one-click (no page, no cookie) or the confirm form
+    (CSRF-checked, with the page's language and the reason given)."""
+    opened = await open_link(request, portal_id, token, purpose)
     form = await _form(request)
-    one_click = _is_one_click(form)
-    if not one_click:
-        _check_csrf(request, form, opened.portal, token, opened.language)
-    actor = _actor(
-        request,
-        Source.ONE_CLICK if one_click else Source.PREFERENCE_PAGE,
-        None if one_click else opened.language,
-        None if one_click else _reason(form),
-    )
+    if _is_one_click(form):
+        return opened, _actor(request, Source.ONE_CLICK, None)
+    _check_csrf(request, form, opened.portal, token, opened.language)
+    return opened, _actor(request, Source.PREFERENCE_PAGE, opened.language, _reason(form))
+
+
+async def unsubscribe_all_page(request: Request, portal_id: PortalId, token: Token) -> Response:
+    opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
+    brand = await _store(request).aread(lambda tx: _brand(tx, opened.portal, opened.claims.business_unit_id))
+    return _confirm_unsubscribe(request, opened, brand, None)
+
+
+async def unsubscribe_all(request: Request, portal_id: PortalId, token: Token) -> Response:
+    opened, actor = await _unsubscribe_request(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
     claims = opened.claims
 
     def work(tx: Any) -> str:
@@ -378,15 +390,7 @@ async def unsubscribe_all(request: Request, portal_id: PortalId, token: Token) -
         )
         return _brand(tx, opened.portal, claims.business_unit_id)
 
-    brand = await _store(request).write(work)
-    return render(
-        "unsubscribed.html",
-        opened.language,
-        brand=brand,
-        email=claims.subscriber,
-        everything=True,
-        links=_other_links(opened),
-    )
+    return _unsubscribed(opened, await _store(request).write(work))
 
 
 async def _single(request: Request, opened: Opened) -> tuple[str, Definition]:
@@ -407,45 +411,18 @@ async def _single(request: Request, opened: Opened) -> tuple[str, Definition]:
 async def unsubscribe_one_page(request: Request, portal_id: PortalId, token: Token) -> Response:
     opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ONE)
     brand, definition = await _single(request, opened)
-    return render(
-        "unsubscribe.html",
-        opened.language,
-        brand=brand,
-        email=opened.claims.subscriber,
-        subscription=i18n.localized(definition, opened.language)[0],
-        reasons=REASONS,
-        csrf=_csrf(request, opened.portal, token),
-        links=_other_links(opened),
-    )
+    return _confirm_unsubscribe(request, opened, brand, i18n.localized(definition, opened.language)[0])
 
 
 async def unsubscribe_one(request: Request, portal_id: PortalId, token: Token) -> Response:
-    opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ONE)
-    form = await _form(request)
-    one_click = _is_one_click(form)
-    if not one_click:
-        _check_csrf(request, form, opened.portal, token, opened.language)
+    opened, actor = await _unsubscribe_request(request, portal_id, token, Purpose.UNSUBSCRIBE_ONE)
     brand, definition = await _single(request, opened)
-    actor = _actor(
-        request,
-        Source.ONE_CLICK if one_click else Source.PREFERENCE_PAGE,
-        None if one_click else opened.language,
-        None if one_click else _reason(form),
-    )
     await _store(request).write(
         lambda tx: consent.apply(
             tx, opened.portal.id, actor, now_ms(), consent.unsubscribe_one, opened.claims.subscriber, definition.id
         )
     )
-    return render(
-        "unsubscribed.html",
-        opened.language,
-        brand=brand,
-        email=opened.claims.subscriber,
-        everything=False,
-        subscription=i18n.localized(definition, opened.language)[0],
-        links=_other_links(opened),
-    )
+    return _unsubscribed(opened, brand, i18n.localized(definition, opened.language)[0])
 
 
 # -- "email me a link" ----------------------------------------------------------------------------------
