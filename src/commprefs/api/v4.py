@@ -195,11 +195,7 @@ async def generate_links(
 ) -> Any:
     """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
     single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""
-    try:
-        address = normalize_email(body.subscriberIdString)
-    except InvalidEmail as exc:
-        exc.field = "subscriberIdString"
-        raise
+    address = normalize_email(body.subscriberIdString, field="subscriberIdString")
     language = body.language.replace("_", "-").lower() if body.language else None
 
     def check(tx: Any) -> Any:

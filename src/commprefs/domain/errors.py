@@ -16,8 +16,8 @@ class DomainError(Exception):
 class InvalidEmail(DomainError):
     field = "emailAddress"
 
-    def __init__(self, raw: str) -> None:
-        super().__init__(f"{raw!r} is not a valid email address")
+    def __init__(self, raw: str, field: str | None = None) -> None:
+        super().__init__(f"{raw!r} is not a valid email address", field)
         self.raw = raw
 
 
