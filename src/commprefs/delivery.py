@@ -23,10 +23,10 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
-from commprefs import webhooks
+from commprefs import events, webhooks
 from commprefs.clock import iso, now_ms
 from commprefs.config import Settings
-from commprefs.events import event_json, event_type
+from commprefs.events import event_type
 from commprefs.store import Store
 
 log = logging.getLogger("commprefs.webhooks")
@@ -92,19 +92,18 @@ class Sender:
         """Send `endpoint`'s next events; True if a full batch went out (more may be waiting)."""
         portal_id = endpoint.portal_id
 
-        def read(tx: Any) -> tuple[list[Any], dict[int, Any], dict[str, str]]:
+        def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
             rows = tx.feed(portal_id, (endpoint.cursor_txid, endpoint.cursor_id), BATCH)
-            _, definitions = tx.portal_snapshot(portal_id)
-            return rows, {d.id: d for d in definitions}, tx.token_names(portal_id) if rows else {}
+            return rows, events.render(tx, portal_id, rows, with_person=False)
 
-        rows, definitions, tokens = await self.store.aread(read)
+        rows, bodies = await self.store.aread(read)
         wanted = set(endpoint.event_types.split(",")) - {""}
         signer = Webhook(endpoint.secret)
         position = (endpoint.cursor_txid, endpoint.cursor_id)
         attempts: list[dict[str, Any]] = []
         failed: tuple[int | None, str | None] | None = None
         started = time.monotonic()
-        for row in rows:
+        for row, data in zip(rows, bodies, strict=True):
             if wanted and event_type(row).value not in wanted:
                 position = (row.txid, row.id)
                 continue
@@ -113,7 +112,7 @@ class Sender:
             body = {
                 "type": event_type(row).value,
                 "timestamp": iso(row.occurred_at),
-                "data": event_json(row, definitions, tokens, with_person=False),
+                "data": data,
             }
             status, error, latency = await self.send(endpoint.url, signer, f"evt_{row.id}", orjson.dumps(body))
             attempts.append(

@@ -3,6 +3,7 @@ use this one shape), its event type, and the feed's opaque cursor."""
 
 import base64
 import binascii
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -10,6 +11,7 @@ from commprefs.clock import iso
 from commprefs.domain.enums import Source, Status
 from commprefs.domain.errors import RuleViolation
 from commprefs.domain.model import Definition
+from commprefs.store.repo import Tx
 
 PERSON_SOURCES = {Source.PREFERENCE_PAGE.value, Source.ONE_CLICK.value}
 
@@ -64,6 +66,16 @@ def event_json(
         body["ip"] = row.ip
         body["userAgent"] = row.user_agent
     return body
+
+
+def render(tx: Tx, portal_id: int, rows: Sequence[Any], *, with_person: bool) -> list[dict[str, Any]]:
+    """`rows` of `portal_id` as JSON, named with the portal's definitions and tokens."""
+    if not rows:
+        return []
+    _, definitions = tx.portal_snapshot(portal_id)
+    by_id = {d.id: d for d in definitions}
+    tokens = tx.token_names(portal_id)
+    return [event_json(row, by_id, tokens, with_person=with_person) for row in rows]
 
 
 def encode_cursor(position: tuple[int, int]) -> str:

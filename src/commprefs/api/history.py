@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from commprefs import events
 from commprefs.api.auth import StoreDep, require_scope
 from commprefs.api.responses import JSON
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope
 from commprefs.domain.model import TokenInfo
-from commprefs.events import decode_cursor, encode_cursor, event_json
+from commprefs.events import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/commprefs/v1", tags=["history"])
 
@@ -29,17 +30,14 @@ async def subscriber_history(
     address = normalize_email(emailAddress)
     before = decode_cursor(after)[1] if after else None
 
-    def read(tx: Any) -> Any:
+    def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
         rows = tx.history(caller.portal_id, address, before, limit + 1)
-        _, definitions = tx.portal_snapshot(caller.portal_id)
-        names = tx.token_names(caller.portal_id) if rows else {}
-        return rows, {d.id: d for d in definitions}, names
+        return rows, events.render(tx, caller.portal_id, rows[:limit], with_person=True)
 
-    rows, definitions, tokens = await store.aread(read)
-    page = rows[:limit]
-    body: dict[str, Any] = {"results": [event_json(r, definitions, tokens, with_person=True) for r in page]}
+    rows, results = await store.aread(read)
+    body: dict[str, Any] = {"results": results}
     if len(rows) > limit:
-        body["paging"] = {"next": {"after": encode_cursor((0, page[-1].id))}}
+        body["paging"] = {"next": {"after": encode_cursor((0, rows[limit - 1].id))}}
     return JSON(body)
 
 
@@ -51,17 +49,10 @@ async def change_feed(caller: HistoryCaller, store: StoreDep, limit: Limit = 100
     across API processes)."""
     position = decode_cursor(after)
 
-    def read(tx: Any) -> Any:
+    def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
         rows = tx.feed(caller.portal_id, position, limit)
-        _, definitions = tx.portal_snapshot(caller.portal_id)
-        names = tx.token_names(caller.portal_id) if rows else {}
-        return rows, {d.id: d for d in definitions}, names
+        return rows, events.render(tx, caller.portal_id, rows, with_person=True)
 
-    rows, definitions, tokens = await store.aread(read)
+    rows, results = await store.aread(read)
     last = (rows[-1].txid, rows[-1].id) if rows else position
-    return JSON(
-        {
-            "results": [event_json(r, definitions, tokens, with_person=True) for r in rows],
-            "paging": {"next": {"after": encode_cursor(last)}},
-        }
-    )
+    return JSON({"results": results, "paging": {"next": {"after": encode_cursor(last)}}})
