@@ -230,16 +230,16 @@ def links_generate(
     settings = get_settings()
 
     def make(tx: Tx) -> links.Links:
-        portal = tenancy.require_portal(tx, portal_id)
-        if tx.get_business_unit(portal_id, business_unit_id) is None:
-            raise click.ClickException(f"business unit {business_unit_id} does not exist")
-        if subscription_id is not None:
-            definition = tx.get_definition(portal_id, subscription_id)
-            if definition is None or not definition.is_active:
-                raise click.ClickException(f"subscription {subscription_id} does not exist")
-        claims = links.LinkClaims(portal_id, normalize_email(email), business_unit_id, language, subscription_id)
-        base = links.base_url_for(portal, settings.public_url, f"http://{settings.host}:{settings.port}")
-        return links.generate(portal, claims, base)
+        return links.issue(
+            tx,
+            portal_id,
+            normalize_email(email),
+            business_unit_id=business_unit_id,
+            language=language,
+            subscription_id=subscription_id,
+            configured_url=settings.public_url,
+            fallback_url=f"http://{settings.host}:{settings.port}",
+        )
 
     made = _run(make)
     click.echo(f"manage\t{made.manage}")

@@ -12,7 +12,10 @@ from typing import Any
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
-from commprefs.domain.model import Portal
+from commprefs import consent
+from commprefs.domain.enums import Source
+from commprefs.domain.model import Actor, Portal
+from commprefs.store.repo import Tx
 
 PAGES_PREFIX = "/preferences"
 
@@ -107,6 +110,30 @@ def generate(portal: Portal, claims: LinkClaims, base_url: str) -> Links:
     )
 
 
-def base_url_for(portal: Portal, configured: str | None, request_base: str) -> str:
-    """The portal's public URL, else COMMPREFS_PUBLIC_URL, else the address the caller reached us at."""
-    return portal.public_base_url or configured or request_base
+def base_url_for(portal: Portal, configured: str | None, fallback: str) -> str:
+    """The portal's public URL, else COMMPREFS_PUBLIC_URL, else `fallback` (the address the API was
+    called at, or the CLI's listen address)."""
+    return portal.public_base_url or configured or fallback
+
+
+def issue(
+    tx: Tx,
+    portal_id: int,
+    address: str,
+    *,
+    business_unit_id: int,
+    language: str | None,
+    subscription_id: int | None,
+    configured_url: str | None,
+    fallback_url: str,
+) -> Links:
+    """A subscriber's links (links/generate and `commprefs links generate`), once the brand and the
+    subscription are known to exist (NotFound otherwise)."""
+    # Only reads: the unit of work's actor is never recorded.
+    checks = consent.Changes(tx, portal_id, Actor(Source.API), 0)
+    checks.require_business_unit(business_unit_id)
+    if subscription_id is not None:
+        checks.definition(subscription_id)
+    language = language.replace("_", "-").lower() if language else None
+    claims = LinkClaims(portal_id, address, business_unit_id, language, subscription_id)
+    return generate(checks.portal, claims, base_url_for(checks.portal, configured_url, fallback_url))

@@ -196,19 +196,18 @@ async def generate_links(
     """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
     single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""
     address = normalize_email(body.subscriberIdString, field="subscriberIdString")
-    language = body.language.replace("_", "-").lower() if body.language else None
-
-    def check(tx: Any) -> Any:
-        changes = consent.Changes(tx, caller.portal_id, api_actor(request, caller), now_ms(), channel)
-        changes.require_business_unit(businessUnitId)
-        if body.subscriptionId is not None:
-            changes.definition(body.subscriptionId)
-        return changes.portal
-
-    portal = await store.aread(check)
-    base_url = links.base_url_for(portal, request.app.state.settings.public_url, str(request.base_url))
-    claims = links.LinkClaims(portal.id, address, businessUnitId, language, body.subscriptionId)
-    made = links.generate(portal, claims, base_url)
+    made = await store.aread(
+        lambda tx: links.issue(
+            tx,
+            caller.portal_id,
+            address,
+            business_unit_id=businessUnitId,
+            language=body.language,
+            subscription_id=body.subscriptionId,
+            configured_url=request.app.state.settings.public_url,
+            fallback_url=str(request.base_url),
+        )
+    )
     result = {
         "subscriberIdString": body.subscriberIdString,
         "managePreferencesUrl": made.manage,
