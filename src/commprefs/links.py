@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from commprefs import consent
 from commprefs.domain.enums import Source
@@ -68,6 +69,8 @@ def sign(portal: Portal, claims: LinkClaims, purpose: Purpose) -> str:
 
 def verify(portal: Portal, token: str, purpose: Purpose, max_age_seconds: int | None = None) -> LinkClaims:
     """The claims of a genuine link for `portal` and `purpose`; LinkExpired or LinkInvalid otherwise."""
+    if not _canonical(token):
+        raise LinkInvalid("altered encoding")
     serializer = _serializer(portal, purpose)
     try:
         payload = serializer.loads(token, max_age=max_age_seconds)
@@ -77,6 +80,16 @@ def verify(portal: Portal, token: str, purpose: Purpose, max_age_seconds: int | 
     except BadData as exc:
         raise LinkInvalid(str(exc)) from exc
     return _claims(portal, payload)
+
+
+def _canonical(token: str) -> bool:
+    """Whether each base64 part is written the one way it encodes to. A part's last character holds
+    unused bits, so some one-character edits decode to the same bytes: such a link was still
+    altered, and is refused like any other."""
+    try:
+        return all(base64_encode(base64_decode(part)).decode() == part for part in token.lstrip(".").split("."))
+    except BadData:
+        return False
 
 
 def _claims(portal: Portal, payload: Any) -> LinkClaims:

@@ -1,11 +1,14 @@
 """`links/generate` (v4 and the dated versions): shapes, scopes, validation, base URLs, signing."""
 
+import string
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from commprefs import links
 from commprefs.domain.enums import Scope
+from commprefs.domain.model import Portal
 from tests.conftest import PortalFixture
 
 VERSIONS = ["v4", "2026-03", "2025-09", "2026-09"]
@@ -100,3 +103,19 @@ def test_generate_needs_read_and_write_or_read_write(
 def test_generating_links_changes_nothing(api: httpx.Client, portal: PortalFixture) -> None:
     generate(api, {"subscriberIdString": "quiet@example.com", "subscriptionId": portal.marketing})
     assert portal.events("quiet@example.com") == []
+
+
+def test_no_one_character_edit_of_a_token_verifies() -> None:
+    """Every other character, at every position, is refused: including the edits of a base64 part's
+    last character that decode to the same bytes (its unused bits)."""
+    portal = Portal(1, "p", False, False, "en", None, signing_secret="s" * 32)
+    token = links.sign(portal, links.LinkClaims(1, "a@example.com", 0, "de", 7), links.Purpose.UNSUBSCRIBE_ONE)
+    assert links.verify(portal, token, links.Purpose.UNSUBSCRIBE_ONE).subscription_id == 7
+    alphabet = string.ascii_letters + string.digits + "-_."
+    for position in range(len(token)):
+        for replacement in alphabet:
+            if replacement == token[position]:
+                continue
+            edited = token[:position] + replacement + token[position + 1 :]
+            with pytest.raises(links.LinkInvalid):
+                links.verify(portal, edited, links.Purpose.UNSUBSCRIBE_ONE)
