@@ -396,7 +396,7 @@ class Tx:
             select(consent_event)
             .where(
                 e.portal_id == portal_id,
-                or_(e.txid > txid, and_(e.txid == txid, e.id > event_id)),
+                _after(txid, event_id),
                 self._final(),
             )
             .order_by(e.txid, e.id)
@@ -481,7 +481,7 @@ class Tx:
             select(literal_column("1"))
             .where(
                 e.portal_id == w.portal_id,
-                or_(e.txid > w.cursor_txid, and_(e.txid == w.cursor_txid, e.id > w.cursor_id)),
+                _after(w.cursor_txid, w.cursor_id),
                 self._final(),
             )
             .exists()
@@ -534,6 +534,12 @@ class Tx:
             .limit(limit)
         )
         return list(self.conn.execute(query))
+
+
+def _after(txid: Any, event_id: Any) -> Any:
+    """Events after the feed position (txid, event_id), in the feed's (txid, id) order."""
+    e = consent_event.c
+    return or_(e.txid > txid, and_(e.txid == txid, e.id > event_id))
 
 
 def _portal(row: Row[Any]) -> Portal:
