@@ -28,6 +28,8 @@ from commprefs.domain.enums import Scope
 from commprefs.store import Store
 from tests.openapi import validate_exchange
 
+pytest_plugins = ["pytester"]
+
 PG_ENV = "COMMPREFS_TEST_DATABASE_URL"
 STORES = ["sqlite", "postgresql"]
 # The test servers' link expiry, so that tests can present a link signed longer ago than this.
