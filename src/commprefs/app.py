@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from commprefs import __version__, delivery
-from commprefs.api import admin, history, v3, v4, webhook_admin
+from commprefs.api import admin, history, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
 from commprefs.api.idempotency import purge_expired_keys
@@ -53,12 +53,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.tokens = TokenCache(app_store, settings.token_cache_seconds)
     app.state.mailer = Mailer(settings)
+    app.state.imports = transfer.ImportRunner(app_store)
     app.state.link_request_limits = {
         "address": SlidingWindow(settings.link_requests_per_address),
         "ip": SlidingWindow(settings.link_requests_per_ip),
     }
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, log_pii=settings.log_pii)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        log_pii=settings.log_pii,
+        large_bodies={transfer.IMPORTS_PATH: settings.import_max_bytes},
+    )
 
     base = "/communication-preferences"
     app.include_router(v3.router(f"{base}/v3", with_definitions=True))
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(admin.router)
     app.include_router(history.router)
     app.include_router(webhook_admin.router)
+    app.include_router(transfer.router)
     app.include_router(pages.router())
 
     @app.get("/robots.txt", include_in_schema=False)

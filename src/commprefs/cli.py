@@ -1,25 +1,33 @@
 """The `commprefs` command: serve, and set portals, tokens and definitions up."""
 
+import csv
+import json
 import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import uvicorn
 
-from commprefs import __version__, links, tenancy, webhooks
+from commprefs import __version__, consent, links, tenancy, webhooks
 from commprefs.clock import iso, now_ms
 from commprefs.config import get_settings
 from commprefs.domain.email import normalize_email
-from commprefs.domain.enums import SCOPE_ALIASES, Scope, parse_scope
+from commprefs.domain.enums import SCOPE_ALIASES, Scope, Source, parse_scope
 from commprefs.domain.errors import DomainError
-from commprefs.domain.model import Portal
+from commprefs.domain.model import Actor, Portal
 from commprefs.events import EventType
 from commprefs.logs import log_config
 from commprefs.store import Store, Tx
+from commprefs.transfer import exporter, importer, subjects
+from commprefs.transfer.exporter import ExportFormat, ExportRequest
+from commprefs.transfer.formats import Format, HeaderError
+from commprefs.transfer.importer import DEFAULT_MAILCHIMP_SUBSCRIPTION, ImportRequest, Reject
+from commprefs.transfer.progress import ImportProgress
 
 T = TypeVar("T")
 
@@ -499,3 +507,186 @@ def webhooks_replay(endpoint_id: str, portal_id: int, since: datetime) -> None:
     moment = since if since.tzinfo else since.replace(tzinfo=UTC)
     _run(lambda tx: webhooks.replay(tx, portal_id, endpoint_id, int(moment.timestamp() * 1000), now_ms()))
     click.echo(f"{endpoint_id}: events since {moment.isoformat()} will be sent again")
+
+
+# -- data in and out ------------------------------------------------------------------------
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option(
+    "--format", "fmt", type=click.Choice([f.value for f in Format]), help="File format [default: told by the header]."
+)
+@click.option(
+    "--subscription",
+    help=f"Mailchimp: the subscription (id or name) the audience maps to [default: {DEFAULT_MAILCHIMP_SUBSCRIPTION}].",
+)
+@click.option("--dry-run", is_flag=True, help="Read and check every row, count what would happen, write nothing.")
+@click.option(
+    "--rejects", type=click.Path(dir_okay=False, path_type=Path), help="Rejected rows file [default: FILE.rejects.csv]."
+)
+@click.option(
+    "--progress-every",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between progress lines off a terminal.",
+)
+def import_file(
+    file: Path,
+    portal_id: int,
+    fmt: str | None,
+    subscription: str | None,
+    dry_run: bool,
+    rejects: Path | None,
+    progress_every: float,
+) -> None:
+    """Import statuses and opt-outs from FILE (CSV; - reads standard input): commprefs' own format,
+    a HubSpot contacts export or a Mailchimp audience export file. Original dates and sources are
+    kept; a newer change in commprefs is never overridden, an opt-out never lifted, an erased
+    address never brought back; running a file again changes nothing. Rejected rows go to the
+    rejects file with their line and reason (fix them there and import that file).
+
+    Exit status: 0 when every row was taken, 3 when some were rejected, 1 when the import failed."""
+    reading_stdin = str(file) == "-"
+    rejects_path = rejects or (Path("stdin.rejects.csv") if reading_stdin else file.with_suffix(".rejects.csv"))
+    request = ImportRequest(
+        portal_id=portal_id,
+        actor=Actor(Source.IMPORT),
+        format=Format(fmt) if fmt else None,
+        subscription=subscription,
+        dry_run=dry_run,
+        file_name="-" if reading_stdin else file.name,
+    )
+    writer = _RejectsFile(rejects_path)
+    with _store() as store:
+        if not store.read(lambda tx: tx.portal_exists(portal_id)):
+            raise click.ClickException(f"portal {portal_id} does not exist")
+        job_id = importer.create_job(store, request)
+        with (
+            click.open_file("-", "rb") if reading_stdin else file.open("rb") as stream,
+            ImportProgress(None if reading_stdin else file.stat().st_size, progress_every) as progress,
+            writer,
+        ):
+            try:
+                counts = importer.run(store, job_id, request, stream, on_reject=writer.add, on_progress=progress)
+            except (HeaderError, DomainError) as exc:
+                raise click.ClickException(str(exc)) from exc
+    what = "would be " if dry_run else ""
+    click.echo(
+        f"{job_id}: {counts.rows:,} rows read; {counts.applied:,} changes {what}applied, "
+        f"{counts.unchanged:,} already there, {counts.newerKept:,} older than commprefs' own, "
+        f"{counts.optOutKept:,} would have lifted an opt-out, {counts.erased:,} for erased addresses; "
+        f"{counts.rejected:,} rows rejected"
+    )
+    if counts.rejected:
+        click.echo(f"rejected rows: {rejects_path}")
+        sys.exit(3)
+
+
+class _RejectsFile:
+    """The rejected rows as a CSV: line, reason, then the row's own columns, so that the file can be
+    fixed and imported as it is. Written only when a row is rejected; a stale one is removed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: Any = None
+        self.writer: Any = None
+
+    def __enter__(self) -> "_RejectsFile":
+        return self
+
+    def add(self, reject: Reject) -> None:
+        if self.writer is None:
+            self.handle = self.path.open("w", newline="", encoding="utf-8")
+            self.writer = csv.writer(self.handle)
+            self.writer.writerow(["line", "reason", *reject.row])
+        self.writer.writerow([reject.line, reject.reason, *reject.row.values()])
+
+    def __exit__(self, *_: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+@main.command("export")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--format", "fmt", type=click.Choice([f.value for f in ExportFormat]), default="csv", show_default=True)
+@click.option(
+    "--suppressed-only", is_flag=True, help="Only unsubscribes and opt-outs from all: who must not get email."
+)
+@click.option("--business-unit", "business_unit_id", type=int, help="Only this brand (and the portal-wide opt-outs).")
+@click.option(
+    "--subscription", "subscription_id", type=int, help="Only this subscription (and the opt-outs covering it)."
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-", help="File [default: stdout]."
+)
+def export_statuses(
+    portal_id: int,
+    fmt: str,
+    suppressed_only: bool,
+    business_unit_id: int | None,
+    subscription_id: int | None,
+    output: str,
+) -> None:
+    """Write every stored status and opt-out from all (or with --suppressed-only, only those that
+    forbid email) as CSV (commprefs' import format) or JSON lines, streamed: memory stays flat.
+    Erased addresses are not in it (their address is gone); the APIs read them as opted out."""
+    request = ExportRequest(
+        portal_id,
+        ExportFormat(fmt),
+        suppressed_only=suppressed_only,
+        business_unit_id=business_unit_id,
+        subscription_id=subscription_id,
+    )
+    with _store() as store:
+        if not store.read(lambda tx: tx.portal_exists(portal_id)):
+            raise click.ClickException(f"portal {portal_id} does not exist")
+        try:
+            chunks = exporter.stream(store, request)
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
+        with click.open_file(output, "wb") as sink:
+            for chunk in chunks:
+                sink.write(chunk)
+
+
+@main.group("subject")
+def subject() -> None:
+    """Data-subject requests (GDPR): what is held about an address, and its erasure."""
+
+
+@subject.command("export")
+@click.argument("email")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+def subject_export(email: str, portal_id: int) -> None:
+    """Print, as JSON, everything held about EMAIL: statuses, opt-outs from all, the full history
+    (with IPs and user agents where the person acted) and rejected import lines."""
+    address = _address(email)
+    record = _run(lambda tx: subjects.subject_record(tx, portal_id, address))
+    click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+
+
+@subject.command("erase")
+@click.argument("email")
+@click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def subject_erase(email: str, portal_id: int, yes: bool) -> None:
+    """Delete EMAIL's statuses, opt-outs and history, keeping only a salted-hash tombstone: the
+    address then reads as opted out of all, no import or v3 call can subscribe it again, and only
+    a new explicit consent (v4 SUBSCRIBED with a legal basis, or the preference page) lifts it."""
+    address = _address(email)
+    if not yes:
+        click.confirm(f"Erase everything held about {address} in portal {portal_id}?", abort=True)
+    erasure = _run(lambda tx: consent.erase(tx, portal_id, address, Actor(Source.ADMIN), now_ms()))
+    click.echo(json.dumps(subjects.erasure_json(erasure), indent=2))
+
+
+def _address(email: str) -> str:
+    try:
+        return normalize_email(email, field="EMAIL")
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
     log_pii: bool = Field(False, description="Log raw request paths (which contain email addresses); off by default.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted; larger ones get 413.")
+    import_max_bytes: int = Field(
+        2 * 1024**3, description="Largest file `POST /commprefs/v1/imports` accepts (it is spooled to disk)."
+    )
     token_cache_seconds: float = Field(
         5.0, description="How long a token lookup is cached; a revoked token stops working within this time."
     )

@@ -8,6 +8,7 @@ input raises before touching anything, so each input is atomic even inside a bat
 
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from commprefs.domain.email import normalize_email
@@ -15,6 +16,7 @@ from commprefs.domain.enums import (
     Channel,
     LegalBasis,
     SetStatusReason,
+    Source,
     SourceOfStatus,
     Status,
     V3Status,
@@ -22,6 +24,7 @@ from commprefs.domain.enums import (
 )
 from commprefs.domain.errors import DomainError, NotFound, RuleViolation
 from commprefs.domain.model import Actor, Definition, Portal, StoredStatus, Subscriber, WideStatus
+from commprefs.domain.tombstone import tombstone_key
 from commprefs.store.repo import Tx
 
 NOT_SPECIFIED_SOURCE = "Not specified"
@@ -92,10 +95,27 @@ class StatusInput:
     legal_basis_explanation: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where an imported change came from: its original source, time and the person's reason."""
+
+    source: str
+    at: int
+    reason: str | None = None
+
+
 class Changes:
     """A unit of work over some subscribers of one portal and channel, written by `flush()`."""
 
-    def __init__(self, tx: Tx, portal_id: int, actor: Actor, now: int, channel: Channel = Channel.EMAIL) -> None:
+    def __init__(
+        self,
+        tx: Tx,
+        portal_id: int,
+        actor: Actor,
+        now: int,
+        channel: Channel = Channel.EMAIL,
+        import_id: str | None = None,
+    ) -> None:
         portal, definitions = tx.portal_snapshot(portal_id)
         if portal is None:
             raise NotFound(f"portal {portal_id} does not exist")
@@ -104,11 +124,15 @@ class Changes:
         self.actor = actor
         self.now = now
         self.channel = channel
+        # Set when the changes come from an import: their events then name it and keep `now` as the
+        # time they were recorded, while `occurred_at` is the original time from the file.
+        self.import_id = import_id
         self.definitions = {d.id: d for d in definitions}
         self._subscribers: dict[str, Subscriber] = {}
         self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
         self._wide: dict[tuple[str, WideScope, int], dict[str, Any]] = {}
         self._events: list[dict[str, Any]] = []
+        self._lifted_tombstones: set[str] = set()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -134,6 +158,19 @@ class Changes:
             if d.is_active and (business_unit_id is None or d.business_unit_id == business_unit_id)
         ]
 
+    def definition_named(self, name: str, business_unit_id: int | None = None) -> Definition:
+        """An active definition by its name (any case); a name two brands share needs the brand."""
+        wanted = name.strip().casefold()
+        found = [d for d in self.active_definitions(business_unit_id) if d.name.casefold() == wanted]
+        if not found:
+            raise NotFound(f"no active subscription is named {name!r}", field="subscription")
+        if len(found) > 1:
+            raise RuleViolation(
+                f"{len(found)} brands have a subscription named {name!r}: give its id or business unit",
+                field="subscription",
+            )
+        return found[0]
+
     def require_business_unit(self, business_unit_id: int) -> None:
         if self.tx.get_business_unit(self.portal.id, business_unit_id) is None:
             raise NotFound(f"business unit {business_unit_id} does not exist", field="businessUnitId")
@@ -151,11 +188,12 @@ class Changes:
         new_status: Status,
         legal_basis: LegalBasis | None,
         legal_basis_explanation: str | None,
+        provenance: "Provenance | None" = None,
     ) -> None:
         old = subscriber.statuses.get(definition.id)
-        source = str(self.actor.source)
+        source, at = self._origin(provenance)
         subscriber.statuses[definition.id] = StoredStatus(
-            definition.id, new_status, legal_basis, legal_basis_explanation, source, self.now
+            definition.id, new_status, legal_basis, legal_basis_explanation, source, at
         )
         self._statuses[(subscriber.address, definition.id)] = {
             "portal_id": self.portal.id,
@@ -166,23 +204,35 @@ class Changes:
             "legal_basis": legal_basis.value if legal_basis else None,
             "legal_basis_explanation": legal_basis_explanation,
             "source": source,
-            "updated_at": self.now,
+            "updated_at": at,
         }
         self._event(
             subscriber.address,
             old.status if old else Status.NOT_SPECIFIED,
             new_status,
+            provenance,
             subscription_id=definition.id,
             business_unit_id=definition.business_unit_id,
             legal_basis=legal_basis,
             legal_basis_explanation=legal_basis_explanation,
         )
 
-    def record_wide(self, subscriber: Subscriber, scope: WideScope, business_unit_id: int, new_status: Status) -> None:
+    def record_wide(
+        self,
+        subscriber: Subscriber,
+        scope: WideScope,
+        business_unit_id: int,
+        new_status: Status,
+        provenance: "Provenance | None" = None,
+    ) -> None:
         key = (scope, business_unit_id)
         old = subscriber.wide.get(key)
-        source = str(self.actor.source)
-        subscriber.wide[key] = WideStatus(scope, business_unit_id, new_status, source, self.now)
+        source, at = self._origin(provenance)
+        if subscriber.erased_at is not None and key == (WideScope.PORTAL_WIDE, 0) and new_status is Status.SUBSCRIBED:
+            # A new explicit consent after an erasure: the tombstone goes, the address is known again.
+            self._lifted_tombstones.add(subscriber.address)
+            subscriber.erased_at = None
+        subscriber.wide[key] = WideStatus(scope, business_unit_id, new_status, source, at)
         self._wide[(subscriber.address, scope, business_unit_id)] = {
             "portal_id": self.portal.id,
             "subscriber": subscriber.address,
@@ -191,17 +241,24 @@ class Changes:
             "business_unit_id": business_unit_id,
             "status": new_status.value,
             "source": source,
-            "updated_at": self.now,
+            "updated_at": at,
         }
         self._event(
             subscriber.address,
             old.status if old else Status.NOT_SPECIFIED,
             new_status,
+            provenance,
             wide_scope=scope,
             business_unit_id=business_unit_id,
         )
 
-    def _event(self, address: str, old: Status, new: Status, **fields: Any) -> None:
+    def _origin(self, provenance: "Provenance | None") -> tuple[str, int]:
+        if provenance is None:
+            return str(self.actor.source), self.now
+        return provenance.source, provenance.at
+
+    def _event(self, address: str, old: Status, new: Status, provenance: "Provenance | None", **fields: Any) -> None:
+        source, at = self._origin(provenance)
         self._events.append(
             {
                 "portal_id": self.portal.id,
@@ -214,14 +271,16 @@ class Changes:
                 "new_status": new.value,
                 "legal_basis": fields["legal_basis"].value if fields.get("legal_basis") else None,
                 "legal_basis_explanation": fields.get("legal_basis_explanation"),
-                "source": str(self.actor.source),
+                "source": source,
                 "actor_token_id": self.actor.token_id,
                 "request_id": self.actor.request_id,
                 "ip": self.actor.ip,
                 "user_agent": self.actor.user_agent,
                 "language": self.actor.language,
-                "reason": self.actor.reason,
-                "occurred_at": self.now,
+                "reason": provenance.reason if provenance else self.actor.reason,
+                "occurred_at": at,
+                "import_id": self.import_id,
+                "recorded_at": self.now if self.import_id else None,
             }
         )
 
@@ -230,9 +289,13 @@ class Changes:
         self.tx.write_statuses(list(self._statuses.values()))
         self.tx.write_wide_statuses(list(self._wide.values()))
         self.tx.append_events(self._events)
+        if self._lifted_tombstones:
+            salt = self.portal.erasure_salt
+            self.tx.delete_tombstones(self.portal.id, [tombstone_key(salt, a) for a in self._lifted_tombstones])
         self._statuses.clear()
         self._wide.clear()
         self._events.clear()
+        self._lifted_tombstones.clear()
 
 
 def apply(tx: Tx, portal_id: int, actor: Actor, now: int, operation: Callable[..., T], *args: Any) -> T:
@@ -246,13 +309,15 @@ def apply(tx: Tx, portal_id: int, actor: Actor, now: int, operation: Callable[..
 # -- the rules ----------------------------------------------------------------------------------
 
 
-def require_legal_basis(legal_basis: LegalBasis | None, explanation: str | None) -> None:
+GDPR_PORTAL = "this portal has GDPR enabled"
+ERASED_ADDRESS = "the address was erased, and only a new consent with its legal basis brings it back"
+
+
+def require_legal_basis(legal_basis: LegalBasis | None, explanation: str | None, why: str = GDPR_PORTAL) -> None:
     if legal_basis is None:
-        raise RuleViolation("legalBasis is required: this portal has GDPR enabled", field="legalBasis")
+        raise RuleViolation(f"legalBasis is required: {why}", field="legalBasis")
     if not explanation or not explanation.strip():
-        raise RuleViolation(
-            "legalBasisExplanation is required: this portal has GDPR enabled", field="legalBasisExplanation"
-        )
+        raise RuleViolation(f"legalBasisExplanation is required: {why}", field="legalBasisExplanation")
 
 
 def set_status(changes: Changes, request: StatusInput) -> Effective:
@@ -265,7 +330,9 @@ def set_status(changes: Changes, request: StatusInput) -> Effective:
         opted_out = subscriber.wide_opt_out(definition.business_unit_id) is not None
         if not opted_out and current is Status.SUBSCRIBED:
             return effective(definition, subscriber, SetStatusReason.NO_STATUS_CHANGE)
-        if changes.portal.gdpr_enabled:
+        if subscriber.erased_at is not None:
+            require_legal_basis(request.legal_basis, request.legal_basis_explanation, ERASED_ADDRESS)
+        elif changes.portal.gdpr_enabled:
             require_legal_basis(request.legal_basis, request.legal_basis_explanation)
         if opted_out:
             _lift_wide_opt_outs(changes, subscriber, definition)
@@ -278,7 +345,8 @@ def set_status(changes: Changes, request: StatusInput) -> Effective:
             else SetStatusReason.REQUESTED_CHANGE_OCCURRED
         )
         return effective(definition, subscriber, reason)
-    if current is request.state:
+    if current is request.state or subscriber.erased_at is not None:
+        # An erased address is already unsubscribed from everything; recording more would store it again.
         return effective(definition, subscriber, SetStatusReason.NO_STATUS_CHANGE)
     changes.record_status(subscriber, definition, request.state, request.legal_basis, request.legal_basis_explanation)
     return effective(definition, subscriber, SetStatusReason.REQUESTED_CHANGE_OCCURRED)
@@ -314,7 +382,7 @@ def unsubscribe_from_all(changes: Changes, address: str, business_unit_id: int |
     affected = changes.active_definitions(business_unit_id)
     before = {d.id: effective(d, subscriber).status for d in affected}
     row = subscriber.wide.get((scope, unit))
-    if row is None or row.status is not Status.UNSUBSCRIBED:
+    if subscriber.erased_at is None and (row is None or row.status is not Status.UNSUBSCRIBED):
         changes.record_wide(subscriber, scope, unit, Status.UNSUBSCRIBED)
     return [
         effective(
@@ -363,7 +431,7 @@ def unsubscribe_v3(changes: Changes, request: StatusInput) -> Effective:
         require_legal_basis(request.legal_basis, request.legal_basis_explanation)
     subscriber = changes.subscriber(request.address)
     stored = subscriber.statuses.get(definition.id)
-    if stored is not None and stored.status is Status.UNSUBSCRIBED:
+    if subscriber.erased_at is not None or (stored is not None and stored.status is Status.UNSUBSCRIBED):
         raise RuleViolation(f"{request.address} is already unsubscribed to subscription {definition.id}")
     changes.record_status(
         subscriber, definition, Status.UNSUBSCRIBED, request.legal_basis, request.legal_basis_explanation
@@ -438,6 +506,157 @@ def opt_out_from_page(changes: Changes, address: str, business_unit_id: int) -> 
 def unsubscribe_one(changes: Changes, address: str, subscription_id: int) -> Effective:
     """A single unsubscribe link: that one subscription, idempotent."""
     return set_status(changes, StatusInput(address, subscription_id, Status.UNSUBSCRIBED))
+
+
+# -- imports ------------------------------------------------------------------------------------
+
+
+class ImportOutcome(StrEnum):
+    """What an import did with one record; only APPLIED writes anything."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # commprefs already holds this state (a re-run of the same file)
+    NEWER_KEPT = "newerKept"  # commprefs holds a newer change: the file never overrides it
+    OPT_OUT_KEPT = "optOutKept"  # the file would lift an opt-out: an import never does
+    ERASED = "erased"  # the address was erased: an import never brings it back
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedStatus:
+    """One record of an import file: a subscription's state (`subscription` an id or a name), or an
+    opt-out from all (`scope` set, `business_unit_id` for a brand)."""
+
+    address: str
+    state: Status
+    provenance: Provenance
+    subscription: int | str | None = None
+    scope: WideScope | None = None
+    business_unit_id: int | None = None
+    legal_basis: LegalBasis | None = None
+    legal_basis_explanation: str | None = None
+
+
+ImportTarget = Definition | tuple[WideScope, int]
+
+
+def import_target(changes: Changes, record: ImportedStatus) -> ImportTarget:
+    """What the record is about: a definition, or an opt-out scope. Everything that can refuse a
+    record is checked here, before any record of its row is applied."""
+    if record.scope is not None:
+        if record.scope is WideScope.PORTAL_WIDE:
+            return (WideScope.PORTAL_WIDE, 0)
+        unit = record.business_unit_id or 0
+        changes.require_business_unit(unit)
+        return (WideScope.BUSINESS_UNIT_WIDE, unit)
+    if isinstance(record.subscription, str):
+        definition = changes.definition_named(record.subscription, record.business_unit_id)
+    else:
+        definition = changes.definition(int(record.subscription or 0))
+        if record.business_unit_id is not None and record.business_unit_id != definition.business_unit_id:
+            raise RuleViolation(
+                f"subscription {definition.id} belongs to business unit {definition.business_unit_id}",
+                field="business_unit_id",
+            )
+    if record.state is Status.SUBSCRIBED and changes.portal.gdpr_enabled:
+        require_legal_basis(record.legal_basis, record.legal_basis_explanation)
+    return definition
+
+
+def import_status(changes: Changes, record: ImportedStatus, target: ImportTarget) -> ImportOutcome:
+    """Bring one record in with its original time and source, never overriding a newer change,
+    never lifting an opt-out and never bringing an erased address back. Running it twice is
+    harmless: the second run finds the state already there."""
+    subscriber = changes.subscriber(record.address)
+    if subscriber.erased_at is not None:
+        return ImportOutcome.ERASED
+    if isinstance(target, tuple):
+        row = subscriber.wide.get(target)
+        kept = _kept(row.status if row else None, row.updated_at if row else None, record)
+        if kept is None:
+            changes.record_wide(subscriber, *target, record.state, record.provenance)
+        return kept or ImportOutcome.APPLIED
+    stored = subscriber.statuses.get(target.id)
+    kept = _kept(stored.status if stored else None, stored.updated_at if stored else None, record)
+    if kept is not None:
+        return kept
+    if record.state is Status.SUBSCRIBED and subscriber.wide_opt_out(target.business_unit_id) is not None:
+        return ImportOutcome.OPT_OUT_KEPT
+    changes.record_status(
+        subscriber, target, record.state, record.legal_basis, record.legal_basis_explanation, record.provenance
+    )
+    return ImportOutcome.APPLIED
+
+
+def _kept(current: Status | None, updated_at: int | None, record: ImportedStatus) -> ImportOutcome | None:
+    """Why the record leaves the current state alone, if it does."""
+    if record.state is Status.NOT_SPECIFIED or record.state is current:
+        return ImportOutcome.UNCHANGED
+    if updated_at is not None and updated_at >= record.provenance.at:
+        return ImportOutcome.NEWER_KEPT
+    if current is Status.UNSUBSCRIBED:
+        return ImportOutcome.OPT_OUT_KEPT
+    return None
+
+
+# -- data-subject erasure -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """The outcome of an erasure: the tombstone's key, and how many rows of the address were deleted."""
+
+    key: str
+    erased_at: int
+    deleted: dict[str, int]
+    already_erased: bool
+
+
+def erase(tx: Tx, portal_id: int, address: str, actor: Actor, now: int) -> Erasure:
+    """Delete everything held about the address in the portal (statuses, opt-outs, history, rejected
+    import lines) and leave a salted-hash tombstone in the portal's suppression set, so that the
+    address reads as opted out of all until the person gives a new explicit consent. The erasure is
+    itself recorded, under the tombstone's key, never the address. Erasing twice changes nothing."""
+    portal = tx.get_portal(portal_id)
+    if portal is None:
+        raise NotFound(f"portal {portal_id} does not exist")
+    key = tombstone_key(portal.erasure_salt, address)
+    previous = tx.tombstone_time(portal_id, key)
+    deleted = tx.erase_subscriber(portal_id, address)
+    if previous is not None and not any(deleted.values()):
+        return Erasure(key, previous, deleted, already_erased=True)
+    channel = Channel.EMAIL.value
+    tx.write_wide_statuses(
+        [
+            {
+                "portal_id": portal_id,
+                "subscriber": key,
+                "channel": channel,
+                "scope": WideScope.PORTAL_WIDE.value,
+                "business_unit_id": 0,
+                "status": Status.UNSUBSCRIBED.value,
+                "source": Source.ERASURE.value,
+                "updated_at": now,
+            }
+        ]
+    )
+    tx.append_events(
+        [
+            {
+                "portal_id": portal_id,
+                "subscriber": key,
+                "channel": channel,
+                "wide_scope": WideScope.PORTAL_WIDE.value,
+                "business_unit_id": 0,
+                "old_status": Status.NOT_SPECIFIED.value,
+                "new_status": Status.UNSUBSCRIBED.value,
+                "source": Source.ERASURE.value,
+                "actor_token_id": actor.token_id,
+                "request_id": actor.request_id,
+                "occurred_at": now,
+            }
+        ]
+    )
+    return Erasure(key, now, deleted, already_erased=False)
 
 
 # -- batches ------------------------------------------------------------------------------------

@@ -22,9 +22,12 @@ class EventType(StrEnum):
     STATUS_CHANGED = "subscription.status_changed"
     OPTED_OUT_OF_ALL = "subscription.opted_out_of_all"
     RESUBSCRIBED = "subscription.resubscribed"
+    ERASED = "subscriber.erased"
 
 
 def event_type(row: Any) -> EventType:
+    if row.source == Source.ERASURE.value:
+        return EventType.ERASED
     if row.wide_scope is None:
         return EventType.STATUS_CHANGED
     return EventType.OPTED_OUT_OF_ALL if row.new_status == Status.UNSUBSCRIBED.value else EventType.RESUBSCRIBED
@@ -33,7 +36,8 @@ def event_type(row: Any) -> EventType:
 def event_json(
     row: Any, definitions: dict[int, Definition], tokens: dict[str, str], *, with_person: bool
 ) -> dict[str, Any]:
-    """One change. `with_person` adds the IP and user agent of a person acting on a page: history
+    """One change. An erasure's event names the tombstone's key (`erased:...`) as its subscriber,
+    never the address. `with_person` adds the IP and user agent of a person acting on a page: history
     (proof of consent) shows them, webhooks do not carry them."""
     definition = definitions.get(row.subscription_id) if row.subscription_id is not None else None
     if row.actor_token_id is not None:
@@ -61,6 +65,8 @@ def event_json(
         "language": row.language,
         "reason": row.reason,
         "occurredAt": iso(row.occurred_at),
+        # An imported change: occurredAt is the original time from the file, recordedAt the import's.
+        "import": {"id": row.import_id, "recordedAt": iso(row.recorded_at)} if row.import_id else None,
     }
     if with_person:
         body["ip"] = row.ip

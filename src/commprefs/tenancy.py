@@ -33,7 +33,7 @@ def create_portal(tx: Tx, name: str, *, gdpr_enabled: bool, now: int, with_defau
     portal_id = _random_id(10_000_000, 99_999_999)
     while tx.portal_exists(portal_id):
         portal_id = _random_id(10_000_000, 99_999_999)
-    tx.insert_portal(portal_id, name, gdpr_enabled, secrets.token_urlsafe(32), now)
+    tx.insert_portal(portal_id, name, gdpr_enabled, secrets.token_urlsafe(32), secrets.token_urlsafe(32), now)
     tx.insert_business_unit(portal_id, 0, name, now)
     if with_defaults:
         for order, (def_name, description, purpose, internal) in enumerate(HUBSPOT_DEFAULT_DEFINITIONS):

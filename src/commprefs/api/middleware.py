@@ -29,10 +29,14 @@ LATENCY = Histogram(
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_pii: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, log_pii: bool, large_bodies: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.log_pii = log_pii
+        # Paths that take files (imports) have their own, larger cap.
+        self.large_bodies = large_bodies or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,12 +57,13 @@ class RequestMiddleware:
             await send(message)
 
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            response = error_response(None, 413, f"Request body exceeds {self.max_body_bytes} bytes")
+        limit = self.large_bodies.get(scope["path"], self.max_body_bytes)
+        if declared is not None and declared > limit:
+            response = error_response(None, 413, f"Request body exceeds {limit} bytes")
             await response(scope, receive, send_with_id)
         else:
             try:
-                await self.app(scope, self._capped(receive), send_with_id)
+                await self.app(scope, self._capped(receive, limit), send_with_id)
             except Exception as exc:
                 # Starlette has already answered with our 500 body if it could; it re-raises so that
                 # servers log it. Log it once here, answer if nobody did, and keep the connection.
@@ -68,9 +73,8 @@ class RequestMiddleware:
                 status = 500
         self._observe(scope, request_id, status, time.perf_counter() - started)
 
-    def _capped(self, receive: Receive) -> Receive:
+    def _capped(self, receive: Receive, limit: int) -> Receive:
         received = 0
-        limit = self.max_body_bytes
 
         async def capped_receive() -> Message:
             nonlocal received

@@ -64,7 +64,10 @@ class Source(StrEnum):
     PREFERENCE_PAGE = "Preference page"
     ONE_CLICK = "List-unsubscribe header"
     IMPORT = "Import"
+    IMPORT_HUBSPOT = "Imported from HubSpot"
+    IMPORT_MAILCHIMP = "Imported from Mailchimp"
     ADMIN = "Admin"
+    ERASURE = "Data subject erasure"
 
 
 class Scope(StrEnum):

@@ -15,6 +15,8 @@ class Portal:
     public_base_url: str | None
     # Signs the contacts' links; replacing it invalidates every link issued before.
     signing_secret: str = field(default="", repr=False)
+    # Keys the tombstones of erased addresses (HMAC-SHA256); never changes, unlike the link secret.
+    erasure_salt: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class Subscriber:
     address: str
     statuses: dict[int, StoredStatus] = field(default_factory=dict)
     wide: dict[WideKey, WideStatus] = field(default_factory=dict)
+    # Set while the address is erased (a data-subject request): it then reads as opted out of all,
+    # and only a new explicit consent lifts that.
+    erased_at: int | None = None
 
     def wide_opt_out(self, business_unit_id: int) -> WideStatus | None:
         """The opt-out from all that covers subscriptions of this brand, if any (portal-wide first)."""

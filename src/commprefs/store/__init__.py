@@ -42,6 +42,16 @@ class Store:
     async def aread(self, work: Callable[[Tx], T]) -> T:
         return await anyio.to_thread.run_sync(self.read, work)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A long read that sees one consistent state (REPEATABLE READ on PostgreSQL; SQLite's read
+        transactions are snapshots already), for exports that stream many statements' rows."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield Tx(conn, self.cache)
+
     async def write(self, work: Callable[[Tx], T]) -> T:
         if self._writer is None:
             self._writer = Writer(make_engine(self.url, writer=True, pool_size=1), self.cache)

@@ -3,13 +3,13 @@
 SQL is written once here with SQLAlchemy Core; each method is scoped to a portal id.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from commprefs.domain.enums import LegalBasis, Scope, Status, WideScope
+from commprefs.domain.enums import LegalBasis, Scope, Source, Status, WideScope
 from commprefs.domain.model import (
     BusinessUnit,
     Definition,
@@ -20,12 +20,16 @@ from commprefs.domain.model import (
     Translation,
     WideStatus,
 )
+from commprefs.domain.tombstone import PREFIX as TOMBSTONE_PREFIX
+from commprefs.domain.tombstone import tombstone_key
 from commprefs.store.cache import PortalCache, Snapshot
 from commprefs.store.schema import (
     business_unit,
     consent_event,
     definition_translation,
     idempotency_key,
+    import_job,
+    import_reject,
     portal,
     subscription_definition,
     subscription_status,
@@ -55,6 +59,8 @@ _SELECT_DEFINITIONS = (
     select(subscription_definition).where(_d.portal_id == bindparam("portal_id")).order_by(_d.created_at, _d.id)
 )
 _INSERT_EVENT = consent_event.insert()
+# Exports read this many rows at a time (a server-side cursor on PostgreSQL): memory stays flat.
+STREAM_ROWS = 2000
 
 
 class Tx:
@@ -71,7 +77,9 @@ class Tx:
 
     # -- portals and brands -------------------------------------------------------------
 
-    def insert_portal(self, id: int, name: str, gdpr_enabled: bool, signing_secret: str, now: int) -> None:
+    def insert_portal(
+        self, id: int, name: str, gdpr_enabled: bool, signing_secret: str, erasure_salt: str, now: int
+    ) -> None:
         self.conn.execute(
             portal.insert().values(
                 id=id,
@@ -80,6 +88,7 @@ class Tx:
                 hubspot_strict=False,
                 default_language="en",
                 signing_secret=signing_secret,
+                erasure_salt=erasure_salt,
                 created_at=now,
             )
         )
@@ -300,10 +309,15 @@ class Tx:
         return self.get_subscribers(portal_id, [address], channel)[address]
 
     def get_subscribers(self, portal_id: int, addresses: Iterable[str], channel: str) -> dict[str, Subscriber]:
-        """Every recorded row for these addresses, in two queries whatever their number."""
+        """Every recorded row for these addresses, in two queries whatever their number.
+
+        The wide query also looks for each address's tombstone: an erased address reads as opted
+        out of all, portal-wide (unless a new consent has since been recorded)."""
         found = {address: Subscriber(address) for address in addresses}
         if not found:
             return found
+        current = self.portal_snapshot(portal_id)[0]
+        keys = {tombstone_key(current.erasure_salt, a): a for a in found} if current else {}
         params = {"portal_id": portal_id, "channel": str(channel), "addresses": list(found)}
         for r in self.conn.execute(_SELECT_STATUSES, params):
             found[r.subscriber].statuses[r.subscription_id] = StoredStatus(
@@ -314,10 +328,21 @@ class Tx:
                 r.source,
                 r.updated_at,
             )
-        for w_row in self.conn.execute(_SELECT_WIDE, params):
+        erased: list[tuple[str, int]] = []
+        for w_row in self.conn.execute(_SELECT_WIDE, {**params, "addresses": [*found, *keys]}):
+            if w_row.subscriber in keys:
+                erased.append((keys[w_row.subscriber], w_row.updated_at))
+                continue
             scope = WideScope(w_row.scope)
             found[w_row.subscriber].wide[(scope, w_row.business_unit_id)] = WideStatus(
                 scope, w_row.business_unit_id, Status(w_row.status), w_row.source, w_row.updated_at
+            )
+        for address, erased_at in erased:
+            subscriber = found[address]
+            subscriber.erased_at = erased_at
+            subscriber.wide.setdefault(
+                (WideScope.PORTAL_WIDE, 0),
+                WideStatus(WideScope.PORTAL_WIDE, 0, Status.UNSUBSCRIBED, Source.ERASURE.value, erased_at),
             )
         return found
 
@@ -329,6 +354,97 @@ class Tx:
     def write_wide_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self._upsert(wide_status, rows, ["portal_id", "subscriber", "channel", "scope", "business_unit_id"])
+
+    # -- imports -------------------------------------------------------------------------------
+
+    def insert_import(self, values: dict[str, Any]) -> None:
+        self.conn.execute(import_job.insert().values(**values))
+
+    def update_import(self, portal_id: int, import_id: str, **values: Any) -> None:
+        j = import_job.c
+        self.conn.execute(update(import_job).where(j.portal_id == portal_id, j.id == import_id).values(**values))
+
+    def get_import(self, portal_id: int, import_id: str) -> Row[Any] | None:
+        j = import_job.c
+        return self.conn.execute(select(import_job).where(j.portal_id == portal_id, j.id == import_id)).first()
+
+    def list_imports(self, portal_id: int, limit: int) -> list[Row[Any]]:
+        j = import_job.c
+        query = select(import_job).where(j.portal_id == portal_id).order_by(j.created_at.desc(), j.id).limit(limit)
+        return list(self.conn.execute(query))
+
+    def add_rejects(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(import_reject.insert(), list(rows))
+
+    def stream_rejects(self, portal_id: int, import_id: str) -> Iterator[Row[Any]]:
+        r = import_reject.c
+        query = select(import_reject).where(r.portal_id == portal_id, r.import_id == import_id).order_by(r.line)
+        yield from self.conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+
+    def rejects_of(self, portal_id: int, address: str) -> list[Row[Any]]:
+        r = import_reject.c
+        query = select(import_reject).where(r.portal_id == portal_id, r.email == address).order_by(r.import_id, r.line)
+        return list(self.conn.execute(query))
+
+    # -- exports -----------------------------------------------------------------------------
+
+    def stream_statuses(
+        self, portal_id: int, channel: str, *, subscription_ids: Sequence[int] | None, suppressed_only: bool
+    ) -> Iterator[Row[Any]]:
+        """Stored per-subscription rows, in key order, fetched a few thousand at a time."""
+        query = select(subscription_status).where(_s.portal_id == portal_id, _s.channel == channel)
+        if subscription_ids is not None:
+            query = query.where(_s.subscription_id.in_(list(subscription_ids)))
+        if suppressed_only:
+            query = query.where(_s.status == Status.UNSUBSCRIBED.value)
+        query = query.order_by(_s.portal_id, _s.subscriber, _s.channel, _s.subscription_id)
+        yield from self.conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+
+    def stream_wide(
+        self, portal_id: int, channel: str, *, business_unit_id: int | None, suppressed_only: bool
+    ) -> Iterator[Row[Any]]:
+        """Opt-outs from all (and their liftings), without erased addresses' tombstones; for one brand,
+        its own and the portal-wide ones."""
+        query = select(wide_status).where(
+            _w.portal_id == portal_id, _w.channel == channel, ~_w.subscriber.startswith(TOMBSTONE_PREFIX)
+        )
+        if business_unit_id is not None:
+            query = query.where(
+                or_(
+                    _w.scope == WideScope.PORTAL_WIDE.value,
+                    and_(_w.scope == WideScope.BUSINESS_UNIT_WIDE.value, _w.business_unit_id == business_unit_id),
+                )
+            )
+        if suppressed_only:
+            query = query.where(_w.status == Status.UNSUBSCRIBED.value)
+        query = query.order_by(_w.portal_id, _w.subscriber, _w.channel, _w.scope, _w.business_unit_id)
+        yield from self.conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+
+    # -- erasure -----------------------------------------------------------------------------
+
+    def tombstone_time(self, portal_id: int, key: str) -> int | None:
+        """When the address behind `key` was erased, if its tombstone stands."""
+        row = self.conn.execute(
+            select(_w.updated_at).where(_w.portal_id == portal_id, _w.subscriber == key, _w.status == "UNSUBSCRIBED")
+        ).first()
+        return int(row.updated_at) if row else None
+
+    def delete_tombstones(self, portal_id: int, keys: Sequence[str]) -> None:
+        self.conn.execute(delete(wide_status).where(_w.portal_id == portal_id, _w.subscriber.in_(list(keys))))
+
+    def erase_subscriber(self, portal_id: int, address: str) -> dict[str, int]:
+        """Delete every row that holds the address in the portal; how many of each kind went."""
+        deleted = {}
+        for name, table, column in (
+            ("statuses", subscription_status, _s.subscriber),
+            ("wideStatuses", wide_status, _w.subscriber),
+            ("events", consent_event, consent_event.c.subscriber),
+            ("importRejects", import_reject, import_reject.c.email),
+        ):
+            result = self.conn.execute(delete(table).where(table.c.portal_id == portal_id, column == address))
+            deleted[name] = result.rowcount
+        return deleted
 
     def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append consent events in order, in one set-based statement."""
@@ -551,6 +667,7 @@ def _portal(row: Row[Any]) -> Portal:
         default_language=row.default_language,
         public_base_url=row.public_base_url,
         signing_secret=row.signing_secret,
+        erasure_salt=row.erasure_salt,
     )
 
 

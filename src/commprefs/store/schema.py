@@ -39,6 +39,7 @@ portal = Table(
     Column("default_language", String(16), nullable=False, default="en"),
     Column("public_base_url", String(500)),
     Column("signing_secret", String(100), nullable=False),
+    Column("erasure_salt", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
 
@@ -157,6 +158,9 @@ consent_event = Table(
     # server default, migration 0004), so a reader can tell which rows are final; on SQLite, whose
     # writes take turns, it is 0 and ids are in commit order.
     Column("txid", BigInteger, nullable=False, server_default="0"),
+    # An imported change: the import that wrote it, and when (occurred_at is the original time).
+    Column("import_id", String(40)),
+    Column("recorded_at", BigInteger),
     Index(None, "portal_id", "subscriber", "id"),
     Index(None, "portal_id", "id"),
     Index(None, "portal_id", "txid", "id"),
@@ -175,6 +179,41 @@ idempotency_key = Table(
     Index(None, "created_at"),
 )
 
+
+# A bulk import: its options, progress and outcome. `updated_at` is the worker's heartbeat.
+import_job = Table(
+    "import_job",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("id", String(40), primary_key=True),
+    Column("format", String(20), nullable=False),
+    Column("file_name", String(500), nullable=False, default=""),
+    Column("options", Text, nullable=False, default="{}"),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("state", String(16), nullable=False),
+    Column("counts", Text, nullable=False, default="{}"),
+    Column("error", Text),
+    Column("actor_token_id", String(32)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["portal_id"], ["portal.id"], ondelete="CASCADE"),
+)
+
+# The rows an import refused, with their line and reason, for the operator to fix and send again.
+import_reject = Table(
+    "import_reject",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True),
+    Column("import_id", String(40), primary_key=True),
+    Column("line", BigInteger, primary_key=True),
+    Column("email", String(320)),
+    Column("reason", Text, nullable=False),
+    # The row as the file had it: a JSON object of column name to value.
+    Column("raw", Text, nullable=False),
+    Index(None, "portal_id", "email"),
+)
 
 # Where a portal's events are sent. The endpoint's cursor into the change feed is its outbox
 # position: events after it are delivered in feed order, one at a time, and it advances only

@@ -1,0 +1,317 @@
+"""Bulk import: a file is read as a stream and applied in batches, each batch one transaction.
+
+Memory stays flat whatever the file's size: one batch of rows is held at a time. Each batch loads
+its subscribers in one query, applies the consent rules (`consent.import_status`) in memory and
+writes the changes set-based, with its rejected rows and the job's running counts, in the same
+transaction: an interrupted import leaves whole batches applied and counted, and running the file
+again finishes it (a re-run changes nothing that is already there).
+"""
+
+import csv
+import io
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+from commprefs import consent
+from commprefs.clock import now_ms
+from commprefs.consent import Changes, ImportedStatus, ImportOutcome
+from commprefs.domain.errors import DomainError
+from commprefs.domain.model import Actor
+from commprefs.store import Store, Tx
+from commprefs.transfer.formats import (
+    Columns,
+    Format,
+    HeaderError,
+    Parser,
+    RowError,
+    commprefs_parser,
+    detect,
+    hubspot_parser,
+    hubspot_subscriptions,
+    mailchimp_parser,
+)
+
+BATCH_ROWS = 2000
+# Mailchimp's audience is one subscription here; HubSpot's default marketing one unless told.
+DEFAULT_MAILCHIMP_SUBSCRIPTION = "Marketing Information"
+
+
+class JobState:
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+@dataclass
+class Counts:
+    """What an import did, by row (a line of the file) and by record (one status a row sets)."""
+
+    rows: int = 0
+    rejected: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    newerKept: int = 0
+    optOutKept: int = 0
+    erased: int = 0
+
+    def add(self, outcome: ImportOutcome) -> None:
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    email: str | None
+    reason: str
+    row: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    portal_id: int
+    actor: Actor
+    format: Format | None = None  # None: told by the header
+    subscription: str | None = None  # Mailchimp: the subscription the audience maps to (id or name)
+    dry_run: bool = False
+    file_name: str = ""
+
+
+@dataclass
+class Progress:
+    counts: Counts
+    bytes_read: int
+    total_bytes: int | None
+
+
+@dataclass
+class _Batch:
+    rows: list[tuple[int, dict[str, str], list[ImportedStatus]]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def create_job(store: Store, request: ImportRequest) -> str:
+    """Record a new import as PENDING and return its id."""
+    job_id = "imp_" + secrets.token_hex(10)
+    now = now_ms()
+    options = {"subscription": request.subscription}
+    with store.transaction() as tx:
+        tx.insert_import(
+            {
+                "portal_id": request.portal_id,
+                "id": job_id,
+                "format": request.format.value if request.format else "auto",
+                "file_name": request.file_name[:500],
+                "options": json.dumps(options),
+                "dry_run": request.dry_run,
+                "state": JobState.PENDING,
+                "counts": json.dumps(Counts().as_dict()),
+                "actor_token_id": request.actor.token_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    return job_id
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read through it, for the progress bar's position in the file."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.bytes_read += len(data)
+        return len(data)
+
+
+def run(
+    store: Store,
+    job_id: str,
+    request: ImportRequest,
+    stream: IO[bytes],
+    *,
+    total_bytes: int | None = None,
+    on_reject: Callable[[Reject], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Counts:
+    """Import the CSV in `stream` as job `job_id`. A file that cannot be imported at all (a header
+    error) fails before anything is written; a database failure stops it between batches. Either
+    way the job is marked FAILED with the reason, and the exception propagates."""
+    counts = Counts()
+    started = now_ms()
+    _update(store, request.portal_id, job_id, state=JobState.PROCESSING, started_at=started, updated_at=started)
+    try:
+        counting, reader, header = _open(stream)
+        fmt = request.format or detect(header)
+        parser = _parser(store, request, fmt, Columns(header), started)
+        _update(store, request.portal_id, job_id, format=fmt.value, options=_options(request, header))
+        for batch in _batches(reader, header, parser):
+            _apply(store, job_id, request, batch, counts)
+            for reject in batch.rejects:
+                if on_reject is not None:
+                    on_reject(reject)
+            if on_progress is not None:
+                on_progress(Progress(counts, counting.bytes_read, total_bytes))
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, HeaderError | DomainError) else f"{type(exc).__name__}: import stopped"
+        _update(
+            store,
+            request.portal_id,
+            job_id,
+            state=JobState.FAILED,
+            error=message,
+            completed_at=now_ms(),
+            updated_at=now_ms(),
+        )
+        raise
+    done = now_ms()
+    _update(store, request.portal_id, job_id, state=JobState.COMPLETE, completed_at=done, updated_at=done)
+    return counts
+
+
+def check(store: Store, request: ImportRequest, stream: IO[bytes]) -> Format:
+    """Read the header and make sure the file can be imported at all (the format is known, the
+    columns it needs are there, the subscriptions it names exist); raises HeaderError if not."""
+    _, _, header = _open(stream)
+    fmt = request.format or detect(header)
+    _parser(store, request, fmt, Columns(header), now_ms())
+    return fmt
+
+
+def _open(stream: IO[bytes]) -> tuple[_CountingReader, Any, list[str]]:
+    """A CSV reader over the byte stream (UTF-8, a BOM allowed), and the header row."""
+    counting = _CountingReader(stream)
+    text = io.TextIOWrapper(io.BufferedReader(counting, 1 << 16), encoding="utf-8-sig", errors="replace")
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
+        raise HeaderError("the file is empty: it needs a header row")
+    return counting, reader, header
+
+
+def _options(request: ImportRequest, header: list[str]) -> str:
+    return json.dumps({"subscription": request.subscription, "header": header})
+
+
+def _update(store: Store, portal_id: int, job_id: str, **values: Any) -> None:
+    with store.transaction() as tx:
+        tx.update_import(portal_id, job_id, **values)
+
+
+def _parser(store: Store, request: ImportRequest, fmt: Format, columns: Columns, now: int) -> Parser:
+    """The format's row parser, once the subscriptions its header names are known to exist."""
+    if fmt is Format.COMMPREFS:
+        return commprefs_parser(columns, now)
+
+    def check(tx: Tx) -> Parser:
+        changes = Changes(tx, request.portal_id, request.actor, now)
+        if fmt is Format.HUBSPOT:
+            named = hubspot_subscriptions(columns)
+            unknown = []
+            for column, subscription in named.items():
+                try:
+                    named[column] = _resolve(changes, subscription)
+                except DomainError:
+                    unknown.append(str(subscription))
+            if unknown:
+                raise HeaderError(
+                    f"the file has opt-out columns for subscriptions this portal does not have: {', '.join(unknown)}; "
+                    "create them first (commprefs definitions create)"
+                )
+            return hubspot_parser(columns, now, named)
+        wanted = request.subscription or DEFAULT_MAILCHIMP_SUBSCRIPTION
+        try:
+            target = _resolve(changes, int(wanted) if wanted.isdigit() else wanted)
+        except DomainError as exc:
+            raise HeaderError(f"{exc.message}: name the subscription the audience maps to with --subscription") from exc
+        return mailchimp_parser(columns, now, target)
+
+    return store.read(check)
+
+
+def _resolve(changes: Changes, subscription: int | str) -> int:
+    if isinstance(subscription, str):
+        return changes.definition_named(subscription).id
+    return changes.definition(subscription).id
+
+
+def _batches(reader: Iterator[list[str]], header: list[str], parser: Parser) -> Iterator[_Batch]:
+    batch = _Batch()
+    line_end = 1  # csv's line_num: the physical line a row ends on (quoted fields may span lines)
+    for values in reader:
+        line, line_end = line_end + 1, reader.line_num  # type: ignore[attr-defined]
+        if not any(v.strip() for v in values):
+            continue
+        row = dict(zip(header, values, strict=False))
+        try:
+            if len(values) != len(header):
+                raise RowError(f"the row has {len(values)} fields, the header {len(header)}")
+            if any("\ufffd" in v for v in values):
+                raise RowError("the row is not valid UTF-8")
+            batch.rows.append((line, row, parser(row)))
+        except RowError as exc:
+            batch.rejects.append(Reject(line, _email_of(row), str(exc), row))
+        if len(batch.rows) + len(batch.rejects) >= BATCH_ROWS:
+            yield batch
+            batch = _Batch()
+    if batch.rows or batch.rejects:
+        yield batch
+
+
+def _email_of(row: dict[str, str]) -> str | None:
+    for column, value in row.items():
+        if "email" in column.lower():
+            return value.strip().lower()[:320] or None
+    return None
+
+
+def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, counts: Counts) -> None:
+    """One batch, one transaction: the changes, the rejects and the running counts together."""
+    now = now_ms()
+    unparsed = len(batch.rejects)
+    with store.transaction() as tx:
+        changes = Changes(tx, request.portal_id, request.actor, now, import_id=job_id)
+        changes.load(record.address for _, _, records in batch.rows for record in records)
+        batch_counts = Counts(**counts.as_dict())
+        for line, row, records in batch.rows:
+            try:
+                targets = [consent.import_target(changes, record) for record in records]
+            except DomainError as exc:
+                batch.rejects.append(Reject(line, records[0].address, exc.message, row))
+                continue
+            for record, target in zip(records, targets, strict=True):
+                batch_counts.add(consent.import_status(changes, record, target))
+        batch.rejects.sort(key=lambda r: r.line)
+        batch_counts.rows += len(batch.rows) + unparsed
+        batch_counts.rejected += len(batch.rejects)
+        if not request.dry_run:
+            changes.flush()
+        tx.add_rejects(
+            [
+                {
+                    "portal_id": request.portal_id,
+                    "import_id": job_id,
+                    "line": r.line,
+                    "email": r.email,
+                    "reason": r.reason,
+                    "raw": json.dumps(r.row, ensure_ascii=False),
+                }
+                for r in batch.rejects
+            ]
+        )
+        tx.update_import(request.portal_id, job_id, counts=json.dumps(batch_counts.as_dict()), updated_at=now)
+    for name, value in batch_counts.as_dict().items():
+        setattr(counts, name, value)
