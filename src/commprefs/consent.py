@@ -139,7 +139,9 @@ class Changes:
     def load(self, addresses: Iterable[str]) -> None:
         missing = [a for a in dict.fromkeys(addresses) if a not in self._subscribers]
         if missing:
-            self._subscribers.update(self.tx.get_subscribers(self.portal.id, missing, self.channel))
+            self._subscribers.update(
+                self.tx.get_subscribers(self.portal.id, missing, self.channel, self.portal.erasure_salt)
+            )
 
     def subscriber(self, address: str) -> Subscriber:
         self.load([address])

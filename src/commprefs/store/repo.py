@@ -308,7 +308,9 @@ class Tx:
     def get_subscriber(self, portal_id: int, address: str, channel: str) -> Subscriber:
         return self.get_subscribers(portal_id, [address], channel)[address]
 
-    def get_subscribers(self, portal_id: int, addresses: Iterable[str], channel: str) -> dict[str, Subscriber]:
+    def get_subscribers(
+        self, portal_id: int, addresses: Iterable[str], channel: str, erasure_salt: str | None = None
+    ) -> dict[str, Subscriber]:
         """Every recorded row for these addresses, in two queries whatever their number.
 
         The wide query also looks for each address's tombstone: an erased address reads as opted
@@ -316,8 +318,10 @@ class Tx:
         found = {address: Subscriber(address) for address in addresses}
         if not found:
             return found
-        current = self.portal_snapshot(portal_id)[0]
-        keys = {tombstone_key(current.erasure_salt, a): a for a in found} if current else {}
+        if erasure_salt is None:
+            current = self.portal_snapshot(portal_id)[0]
+            erasure_salt = current.erasure_salt if current else None
+        keys = {tombstone_key(erasure_salt, a): a for a in found} if erasure_salt else {}
         params = {"portal_id": portal_id, "channel": str(channel), "addresses": list(found)}
         for r in self.conn.execute(_SELECT_STATUSES, params):
             found[r.subscriber].statuses[r.subscription_id] = StoredStatus(
