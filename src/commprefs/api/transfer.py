@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 IMPORTS_PATH = "/commprefs/v1/imports"
 # A job whose worker has not reported for this long was interrupted (its process stopped).
 STALLED_MS = 5 * 60 * 1000
+HEARTBEAT_SECONDS = 30.0
 
 router = APIRouter(prefix="/commprefs/v1", tags=["data"])
 ExportCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ, Scope.ADMIN))]
@@ -55,8 +57,13 @@ class ImportRunner:
         self.store = store
         self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
+        # Jobs waiting for their turn: the running import keeps their heartbeat fresh, so that a
+        # long import ahead of them does not make them look interrupted.
+        self.waiting: dict[str, int] = {}
+        self.last_beat = 0.0
 
     def start(self, job_id: str, request: ImportRequest, path: Path) -> None:
+        self.waiting[job_id] = request.portal_id
         task = asyncio.create_task(self._run(job_id, request, path))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -64,17 +71,28 @@ class ImportRunner:
     async def _run(self, job_id: str, request: ImportRequest, path: Path) -> None:
         try:
             async with self.lock:
+                self.waiting.pop(job_id, None)
                 await anyio.to_thread.run_sync(self._import, job_id, request, path)
         except (HeaderError, DomainError):
             pass  # recorded on the job as FAILED with its reason
         except Exception as exc:
             log.error("import %s failed: %s", job_id, type(exc).__name__)
         finally:
+            self.waiting.pop(job_id, None)
             path.unlink(missing_ok=True)
 
     def _import(self, job_id: str, request: ImportRequest, path: Path) -> None:
         with path.open("rb") as stream:
-            importer.run(self.store, job_id, request, stream, total_bytes=path.stat().st_size)
+            importer.run(self.store, job_id, request, stream, total_bytes=path.stat().st_size, on_progress=self._beat)
+
+    def _beat(self, _: importer.Progress) -> None:
+        if time.monotonic() - self.last_beat < HEARTBEAT_SECONDS or not self.waiting:
+            return
+        self.last_beat = time.monotonic()
+        now = now_ms()
+        with self.store.transaction() as tx:
+            for job_id, portal_id in list(self.waiting.items()):
+                tx.update_import(portal_id, job_id, updated_at=now)
 
 
 def job_json(row: Any) -> dict[str, Any]:
