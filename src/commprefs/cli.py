@@ -601,8 +601,8 @@ class _RejectsFile:
         if self.writer is None:
             self.handle = self.path.open("w", newline="", encoding="utf-8")
             self.writer = csv.writer(self.handle)
-            self.writer.writerow(["line", "reason", *reject.row])
-        self.writer.writerow([reject.line, reject.reason, *reject.row.values()])
+            self.writer.writerow(["line", "reason", *reject.header])
+        self.writer.writerow([reject.line, reject.reason, *reject.values])
 
     def __exit__(self, *_: object) -> None:
         if self.handle is not None:

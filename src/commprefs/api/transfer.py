@@ -206,8 +206,7 @@ async def import_rejects(importId: str, caller: AdminCaller, store: StoreDep) ->
         writer.writerow(["line", "reason", *header])
         with store.snapshot() as tx:
             for count, reject in enumerate(tx.stream_rejects(caller.portal_id, importId), start=1):
-                row = json.loads(reject.raw)
-                writer.writerow([reject.line, reject.reason, *(row.get(c, "") for c in header)])
+                writer.writerow([reject.line, reject.reason, *json.loads(reject.raw)])
                 if count % 1000 == 0:
                     yield _drain(buffer)
         yield _drain(buffer)

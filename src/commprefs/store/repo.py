@@ -448,6 +448,13 @@ class Tx:
         ):
             result = self.conn.execute(delete(table).where(table.c.portal_id == portal_id, column == address))
             deleted[name] = result.rowcount
+        # Replies kept for idempotent retries (24 hours) name the address in their body.
+        k, needle = idempotency_key.c, address.encode()
+        held = self.conn.execute(select(k.key, k.body).where(k.portal_id == portal_id))
+        keys = [row.key for row in held if needle in row.body]
+        if keys:
+            self.conn.execute(delete(idempotency_key).where(k.portal_id == portal_id, k.key.in_(keys)))
+        deleted["idempotentReplies"] = len(keys)
         return deleted
 
     def append_events(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -210,7 +210,7 @@ import_reject = Table(
     Column("line", BigInteger, primary_key=True),
     Column("email", String(320)),
     Column("reason", Text, nullable=False),
-    # The row as the file had it: a JSON object of column name to value.
+    # The row as the file had it: a JSON list of its values (the header is the job's).
     Column("raw", Text, nullable=False),
     Index(None, "portal_id", "email"),
 )

@@ -162,7 +162,8 @@ COMMPREFS_COLUMNS = (
 def commprefs_parser(columns: Columns, now: int) -> Parser:
     """email, status, and either a subscription (`subscription_name`, `subscription_id`, or
     `subscription` holding either) or a `scope` of PORTAL_WIDE / BUSINESS_UNIT_WIDE; optional
-    business_unit_id, legal_basis, legal_basis_explanation, timestamp, source and reason."""
+    business_unit_id, legal_basis, legal_basis_explanation, timestamp and source. (A rejects file's
+    `reason` column, the import's own complaint, is not read back as the contact's reason.)"""
     email = columns.find("email", "email address")
     status = columns.find("status")
     if email is None or status is None:
@@ -176,7 +177,6 @@ def commprefs_parser(columns: Columns, now: int) -> Parser:
     explanation_col = columns.find("legal_basis_explanation")
     time_col = columns.find("timestamp", "updated_at", "occurred_at")
     source_col = columns.find("source")
-    reason_col = columns.find("reason")
     if scope_col is None and name_col is None and id_col is None and either_col is None:
         raise HeaderError("a commprefs import needs a subscription_name, subscription_id or subscription column")
 
@@ -190,7 +190,6 @@ def commprefs_parser(columns: Columns, now: int) -> Parser:
         provenance = Provenance(
             source=cell(source_col) or Source.IMPORT.value,
             at=parse_time(cell(time_col), now) if cell(time_col) else now,
-            reason=cell(reason_col) or None,
         )
         scope_text = cell(scope_col).upper()
         if scope_text in ("PORTAL_WIDE", "BUSINESS_UNIT_WIDE"):

@@ -18,6 +18,7 @@ from typing import IO, Any
 from commprefs import consent
 from commprefs.clock import now_ms
 from commprefs.consent import Changes, ImportedStatus, ImportOutcome
+from commprefs.domain.email import normalize_email
 from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
@@ -67,10 +68,14 @@ class Counts:
 
 @dataclass(frozen=True)
 class Reject:
+    """A refused row: its physical line, the address it names (if any), why, and the row exactly
+    as the file had it (`values`, under the file's `header`)."""
+
     line: int
     email: str | None
     reason: str
-    row: dict[str, str]
+    values: list[str]
+    header: list[str]
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ class Progress:
 
 @dataclass
 class _Batch:
-    rows: list[tuple[int, dict[str, str], list[ImportedStatus]]] = field(default_factory=list)
+    header: list[str]
+    rows: list[tuple[int, list[str], list[ImportedStatus]]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
 
@@ -158,7 +164,7 @@ def run(
         fmt = request.format or detect(header)
         parser = _parser(store, request, fmt, Columns(header), started)
         _update(store, request.portal_id, job_id, format=fmt.value, options=_options(request, header))
-        for batch in _batches(reader, header, parser):
+        for batch in _batches(reader, header, parser, Columns(header).find("email", "email address")):
             _apply(store, job_id, request, batch, counts)
             for reject in batch.rejects:
                 if on_reject is not None:
@@ -248,8 +254,10 @@ def _resolve(changes: Changes, subscription: int | str) -> int:
     return changes.definition(subscription).id
 
 
-def _batches(reader: Iterator[list[str]], header: list[str], parser: Parser) -> Iterator[_Batch]:
-    batch = _Batch()
+def _batches(
+    reader: Iterator[list[str]], header: list[str], parser: Parser, email_column: str | None
+) -> Iterator[_Batch]:
+    batch = _Batch(header)
     line_end = 1  # csv's line_num: the physical line a row ends on (quoted fields may span lines)
     for values in reader:
         line, line_end = line_end + 1, reader.line_num  # type: ignore[attr-defined]
@@ -261,21 +269,27 @@ def _batches(reader: Iterator[list[str]], header: list[str], parser: Parser) -> 
                 raise RowError(f"the row has {len(values)} fields, the header {len(header)}")
             if any("\ufffd" in v for v in values):
                 raise RowError("the row is not valid UTF-8")
-            batch.rows.append((line, row, parser(row)))
+            batch.rows.append((line, values, parser(row)))
         except RowError as exc:
-            batch.rejects.append(Reject(line, _email_of(row), str(exc), row))
+            address = (row.get(email_column) or "").strip().lower()[:320] if email_column else ""
+            batch.rejects.append(Reject(line, address or None, str(exc), values, header))
         if len(batch.rows) + len(batch.rejects) >= BATCH_ROWS:
             yield batch
-            batch = _Batch()
+            batch = _Batch(header)
     if batch.rows or batch.rejects:
         yield batch
 
 
-def _email_of(row: dict[str, str]) -> str | None:
-    for column, value in row.items():
-        if "email" in column.lower():
-            return value.strip().lower()[:320] or None
-    return None
+def _erased(changes: Changes, emails: list[str]) -> set[str]:
+    """Which of the rejected rows' addresses (those that are addresses at all) are erased."""
+    valid = {}
+    for email in emails:
+        try:
+            valid[email] = normalize_email(email)
+        except DomainError:
+            continue
+    changes.load(valid.values())
+    return {raw for raw, address in valid.items() if changes.subscriber(address).erased_at is not None}
 
 
 def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, counts: Counts) -> None:
@@ -286,11 +300,11 @@ def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, cou
         changes = Changes(tx, request.portal_id, request.actor, now, import_id=job_id)
         changes.load(record.address for _, _, records in batch.rows for record in records)
         batch_counts = Counts(**counts.as_dict())
-        for line, row, records in batch.rows:
+        for line, values, records in batch.rows:
             try:
                 targets = [consent.import_target(changes, record) for record in records]
             except DomainError as exc:
-                batch.rejects.append(Reject(line, records[0].address, exc.message, row))
+                batch.rejects.append(Reject(line, records[0].address, exc.message, values, batch.header))
                 continue
             for record, target in zip(records, targets, strict=True):
                 batch_counts.add(consent.import_status(changes, record, target))
@@ -299,15 +313,17 @@ def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, cou
         batch_counts.rejected += len(batch.rejects)
         if not request.dry_run:
             changes.flush()
+        erased = _erased(changes, [r.email for r in batch.rejects if r.email])
         tx.add_rejects(
             [
                 {
                     "portal_id": request.portal_id,
                     "import_id": job_id,
                     "line": r.line,
-                    "email": r.email,
+                    # An erased address's rejected row is reported, never kept: it would bring it back.
+                    "email": None if r.email in erased else r.email,
                     "reason": r.reason,
-                    "raw": json.dumps(r.row, ensure_ascii=False),
+                    "raw": "[]" if r.email in erased else json.dumps(r.values, ensure_ascii=False),
                 }
                 for r in batch.rejects
             ]

@@ -64,7 +64,7 @@ def subject_record(tx: Tx, portal_id: int, address: str) -> dict[str, Any]:
         ],
         "history": events.render(tx, portal_id, tx.list_events(portal_id, address), with_person=True),
         "importRejects": [
-            {"importId": r.import_id, "line": r.line, "reason": r.reason, "row": orjson.loads(r.raw)}
+            {"importId": r.import_id, "line": r.line, "reason": r.reason, "values": orjson.loads(r.raw)}
             for r in tx.rejects_of(portal_id, address)
         ],
     }
