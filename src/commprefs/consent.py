@@ -128,6 +128,7 @@ class Changes:
         # time they were recorded, while `occurred_at` is the original time from the file.
         self.import_id = import_id
         self.definitions = {d.id: d for d in definitions}
+        self._by_name: dict[str, list[Definition]] | None = None
         self._subscribers: dict[str, Subscriber] = {}
         self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
         self._wide: dict[tuple[str, WideScope, int], dict[str, Any]] = {}
@@ -162,8 +163,12 @@ class Changes:
 
     def definition_named(self, name: str, business_unit_id: int | None = None) -> Definition:
         """An active definition by its name (any case); a name two brands share needs the brand."""
-        wanted = name.strip().casefold()
-        found = [d for d in self.active_definitions(business_unit_id) if d.name.casefold() == wanted]
+        if self._by_name is None:
+            self._by_name = {}
+            for d in self.active_definitions():
+                self._by_name.setdefault(d.name.casefold(), []).append(d)
+        candidates = self._by_name.get(name.strip().casefold(), [])
+        found = [d for d in candidates if business_unit_id is None or d.business_unit_id == business_unit_id]
         if not found:
             raise NotFound(f"no active subscription is named {name!r}", field="subscription")
         if len(found) > 1:

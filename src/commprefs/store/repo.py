@@ -391,6 +391,13 @@ class Tx:
         query = select(import_reject).where(r.portal_id == portal_id, r.email == address).order_by(r.import_id, r.line)
         return list(self.conn.execute(query))
 
+    def refresh_statistics(self) -> None:
+        """PostgreSQL: ANALYZE the status tables, so that the planner keeps using their keys for a
+        batch's address lookups while a bulk import grows them (a table without statistics gets a
+        plan that reads the whole portal). SQLite's plans use the primary key regardless."""
+        if self._dialect == "postgresql":
+            self.conn.exec_driver_sql("ANALYZE subscription_status, wide_status")
+
     # -- exports -----------------------------------------------------------------------------
 
     def stream_statuses(

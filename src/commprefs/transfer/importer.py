@@ -36,6 +36,8 @@ from commprefs.transfer.formats import (
 )
 
 BATCH_ROWS = 2000
+# The tables' statistics are refreshed after this many applied changes, then at each doubling.
+ANALYZE_FIRST = 10_000
 # Mailchimp's audience is one subscription here; HubSpot's default marketing one unless told.
 DEFAULT_MAILCHIMP_SUBSCRIPTION = "Marketing Information"
 
@@ -164,8 +166,13 @@ def run(
         fmt = request.format or detect(header)
         parser = _parser(store, request, fmt, Columns(header), started)
         _update(store, request.portal_id, job_id, format=fmt.value, options=_options(request, header))
+        analyzed_at = ANALYZE_FIRST
         for batch in _batches(reader, header, parser, Columns(header).find("email", "email address")):
             _apply(store, job_id, request, batch, counts)
+            if counts.applied >= analyzed_at and not request.dry_run:
+                with store.transaction() as tx:
+                    tx.refresh_statistics()
+                analyzed_at *= 2
             for reject in batch.rejects:
                 if on_reject is not None:
                     on_reject(reject)
