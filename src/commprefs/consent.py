@@ -195,7 +195,7 @@ class Changes:
         new_status: Status,
         legal_basis: LegalBasis | None,
         legal_basis_explanation: str | None,
-        provenance: "Provenance | None" = None,
+        provenance: Provenance | None = None,
     ) -> None:
         old = subscriber.statuses.get(definition.id)
         source, at = self._origin(provenance)
@@ -230,7 +230,7 @@ class Changes:
         scope: WideScope,
         business_unit_id: int,
         new_status: Status,
-        provenance: "Provenance | None" = None,
+        provenance: Provenance | None = None,
     ) -> None:
         key = (scope, business_unit_id)
         old = subscriber.wide.get(key)
@@ -259,12 +259,12 @@ class Changes:
             business_unit_id=business_unit_id,
         )
 
-    def _origin(self, provenance: "Provenance | None") -> tuple[str, int]:
+    def _origin(self, provenance: Provenance | None) -> tuple[str, int]:
         if provenance is None:
             return str(self.actor.source), self.now
         return provenance.source, provenance.at
 
-    def _event(self, address: str, old: Status, new: Status, provenance: "Provenance | None", **fields: Any) -> None:
+    def _event(self, address: str, old: Status, new: Status, provenance: Provenance | None, **fields: Any) -> None:
         source, at = self._origin(provenance)
         self._events.append(
             {
