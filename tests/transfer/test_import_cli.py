@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 
+from tests.api.test_history import history
 from tests.conftest import PortalFixture, Server, make_portal
 from tests.procs import COMMAND, cli_env, run_cli
 
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "imports"
 V4 = "/communication-preferences/v4"
 V3 = "/communication-preferences/v3"
-HISTORY = "/commprefs/v1/subscribers/{}/history"
 EMAIL = {"channel": "EMAIL"}
 # commprefs' own import format (what `commprefs export` writes).
 HEADER = (
@@ -136,20 +136,6 @@ def v3_statuses(api: httpx.Client, email: str) -> dict[str, dict[str, Any]]:
     response = api.get(f"{V3}/status/email/{email}")
     assert response.status_code == 200, response.text
     return {s["name"]: s for s in response.json()["subscriptionStatuses"]}
-
-
-def history(api: httpx.Client, email: str) -> list[dict[str, Any]]:
-    """Every page of an address's history, newest first."""
-    found: list[dict[str, Any]] = []
-    after = None
-    while True:
-        response = api.get(HISTORY.format(email), params={"after": after} if after else {})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        found.extend(body["results"])
-        after = body.get("paging", {}).get("next", {}).get("after")
-        if not after:
-            return found
 
 
 def change(event: dict[str, Any]) -> tuple[Any, ...]:
