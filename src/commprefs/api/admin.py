@@ -1,19 +1,20 @@
 """commprefs' own admin API (/commprefs/v1, scope commprefs.admin): set a portal up over HTTP."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from commprefs import tenancy
 from commprefs.api.auth import AdminCaller, StoreDep
 from commprefs.api.responses import JSON
-from commprefs.api.wire import definition_json
+from commprefs.api.wire import Text, definition_json
 from commprefs.clock import now_ms
 from commprefs.domain.errors import NotFound
 from commprefs.domain.model import BusinessUnit, Portal
 
 router = APIRouter(prefix="/commprefs/v1", tags=["admin"])
+Language = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{2,16}$")]
 
 
 class _Body(BaseModel):
@@ -21,41 +22,41 @@ class _Body(BaseModel):
 
 
 class TranslationIn(_Body):
-    languageCode: StrictStr = Field(min_length=2, max_length=16)
-    name: StrictStr = Field(min_length=1, max_length=200)
-    description: StrictStr = Field(max_length=10_000)
+    languageCode: Text = Field(min_length=2, max_length=16)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(max_length=10_000)
 
 
 class DefinitionCreate(_Body):
-    name: StrictStr = Field(min_length=1, max_length=200)
-    description: StrictStr = Field("", max_length=10_000)
-    purpose: StrictStr = Field("", max_length=200)
-    communicationMethod: StrictStr = Field("Email", max_length=50)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
+    purpose: Text = Field("", max_length=200)
+    communicationMethod: Text = Field("Email", max_length=50)
     businessUnitId: int = Field(0, ge=0)
     isInternal: StrictBool = False
     translations: list[TranslationIn] = Field(default_factory=list, max_length=200)
 
 
 class DefinitionUpdate(_Body):
-    name: StrictStr | None = Field(None, min_length=1, max_length=200)
-    description: StrictStr | None = Field(None, max_length=10_000)
-    purpose: StrictStr | None = Field(None, max_length=200)
-    communicationMethod: StrictStr | None = Field(None, max_length=50)
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    description: Text | None = Field(None, max_length=10_000)
+    purpose: Text | None = Field(None, max_length=200)
+    communicationMethod: Text | None = Field(None, max_length=50)
     isActive: StrictBool | None = None
     isInternal: StrictBool | None = None
     translations: list[TranslationIn] = Field(default_factory=list, max_length=200)
 
 
 class PortalUpdate(_Body):
-    name: StrictStr | None = Field(None, min_length=1, max_length=200)
+    name: Text | None = Field(None, min_length=1, max_length=200)
     gdprEnabled: StrictBool | None = None
     hubspotStrict: StrictBool | None = None
-    defaultLanguage: StrictStr | None = Field(None, min_length=2, max_length=16)
-    publicBaseUrl: StrictStr | None = Field(None, pattern=r"^https?://", max_length=500)
+    defaultLanguage: Text | None = Field(None, min_length=2, max_length=16)
+    publicBaseUrl: Text | None = Field(None, pattern=r"^https?://", max_length=500)
 
 
 class BusinessUnitIn(_Body):
-    name: StrictStr = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
 
 
 def portal_json(portal: Portal) -> dict[str, Any]:
@@ -184,7 +185,7 @@ async def deactivate_definition(definition_id: int, caller: AdminCaller, store: 
 
 
 @router.delete("/definitions/{definition_id}/translations/{language}", summary="Remove one translation")
-async def delete_translation(definition_id: int, language: str, caller: AdminCaller, store: StoreDep) -> Any:
+async def delete_translation(definition_id: int, language: Language, caller: AdminCaller, store: StoreDep) -> Any:
     definition = await store.write(
         lambda tx: tenancy.remove_translation(tx, caller.portal_id, definition_id, language.lower(), now_ms())
     )

@@ -20,12 +20,14 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AfterValidator
 from starlette.responses import Response, StreamingResponse
 
 from commprefs import consent
 from commprefs.api.auth import AdminCaller, StoreDep, require_scope
 from commprefs.api.errors import ApiError, field_error
 from commprefs.api.responses import JSON
+from commprefs.api.wire import ObjectId, no_nul
 from commprefs.clock import iso, now_ms
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope, Source
@@ -122,10 +124,14 @@ async def start_import(
     store: StoreDep,
     format: Annotated[Format | None, Query(description="File format; default: told by the header.")] = None,
     subscription: Annotated[
-        str | None, Query(max_length=200, description="Mailchimp: the subscription (id or name) the audience maps to.")
+        str | None,
+        AfterValidator(no_nul),
+        Query(max_length=200, description="Mailchimp: the subscription (id or name) the audience maps to."),
     ] = None,
     dryRun: Annotated[bool, Query(description="Check and count every row; write nothing.")] = False,
-    fileName: Annotated[str, Query(max_length=500, description="A name to recognise the import by.")] = "",
+    fileName: Annotated[
+        str, AfterValidator(no_nul), Query(max_length=500, description="A name to recognise the import by.")
+    ] = "",
 ) -> Any:
     """The body is the CSV file itself (any content type but multipart), or a multipart form with
     the file in `file`. The header is checked at once (400 if the file cannot be imported at all);
@@ -191,12 +197,12 @@ async def list_imports(caller: AdminCaller, store: StoreDep, limit: Annotated[in
 
 
 @router.get("/imports/{importId}", summary="An import's state and counts")
-async def get_import(importId: str, caller: AdminCaller, store: StoreDep) -> Any:
+async def get_import(importId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
     return JSON(job_json(await _job(store, caller, importId)))
 
 
 @router.get("/imports/{importId}/rejects", summary="An import's rejected rows as CSV: line, reason, the row")
-async def import_rejects(importId: str, caller: AdminCaller, store: StoreDep) -> Any:
+async def import_rejects(importId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
     job = await _job(store, caller, importId)
     header = json.loads(job.options).get("header") or []
 

@@ -5,13 +5,13 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from commprefs import consent
 from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
-from commprefs.api.wire import SubscriptionId, definition_json, v3_status_json
+from commprefs.api.wire import SubscriptionId, Text, definition_json, v3_status_json
 from commprefs.clock import now_ms
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import LegalBasis, Source, Status
@@ -23,10 +23,10 @@ class PublicUpdateSubscriptionStatusRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    emailAddress: StrictStr = Field(description="Contact's email address.")
+    emailAddress: Text = Field(description="Contact's email address.")
     subscriptionId: SubscriptionId = Field(description="ID of the subscription being updated (string or number).")
     legalBasis: LegalBasis | None = None
-    legalBasisExplanation: StrictStr | None = None
+    legalBasisExplanation: Text | None = None
 
 
 def api_actor(request: Request, caller: TokenInfo) -> Actor:

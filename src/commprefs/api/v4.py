@@ -4,7 +4,7 @@ per-channel statuses, opt-outs from all, and batches of up to 1,000 inputs."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from commprefs import consent, links
 from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope, require_scopes
@@ -14,6 +14,7 @@ from commprefs.api.responses import JSON
 from commprefs.api.v3 import api_actor
 from commprefs.api.wire import (
     SubscriptionId,
+    Text,
     batch_error,
     definition_json,
     envelope,
@@ -45,11 +46,11 @@ class PartialPublicStatusRequest(BaseModel):
     subscriptionId: SubscriptionId
     channel: Channel
     legalBasis: LegalBasis | None = None
-    legalBasisExplanation: StrictStr | None = None
+    legalBasisExplanation: Text | None = None
 
 
 class PublicStatusRequest(PartialPublicStatusRequest):
-    subscriberIdString: StrictStr
+    subscriberIdString: Text
 
 
 class BatchInputString(BaseModel):
@@ -67,8 +68,8 @@ class BatchInputPublicStatusRequest(BaseModel):
 class LinkGenerationRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    subscriberIdString: StrictStr = Field(description="The contact's email address.")
-    language: StrictStr | None = Field(
+    subscriberIdString: Text = Field(description="The contact's email address.")
+    language: Text | None = Field(
         None,
         max_length=16,
         pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",

@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from commprefs import webhooks
 from commprefs.api.auth import AdminCaller, StoreDep
 from commprefs.api.responses import JSON
+from commprefs.api.wire import ObjectId, Text
 from commprefs.clock import now_ms
 from commprefs.events import EventType
 
@@ -22,15 +23,15 @@ class _Body(BaseModel):
 
 
 class EndpointCreate(_Body):
-    url: StrictStr = Field(max_length=2000, description="http(s) URL that receives the events.")
+    url: Text = Field(max_length=2000, description="http(s) URL that receives the events.")
     events: list[EventType] = Field(default_factory=list, description="Event types to send; empty sends all.")
-    description: StrictStr = Field("", max_length=500)
+    description: Text = Field("", max_length=500)
 
 
 class EndpointUpdate(_Body):
-    url: StrictStr | None = Field(None, max_length=2000)
+    url: Text | None = Field(None, max_length=2000)
     events: list[EventType] | None = None
-    description: StrictStr | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=500)
     enabled: StrictBool | None = None
 
 
@@ -65,14 +66,14 @@ async def list_endpoints(caller: AdminCaller, store: StoreDep) -> Any:
 
 
 @router.get("/{endpointId}", summary="One endpoint")
-async def get_endpoint(endpointId: str, caller: AdminCaller, store: StoreDep) -> Any:
+async def get_endpoint(endpointId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
     row = await store.aread(lambda tx: webhooks.require_endpoint(tx, caller.portal_id, endpointId))
     return JSON(webhooks.endpoint_json(row))
 
 
 @router.patch("/{endpointId}", summary="Change, disable or re-enable an endpoint")
 async def update_endpoint(
-    endpointId: str, body: EndpointUpdate, request: Request, caller: AdminCaller, store: StoreDep
+    endpointId: ObjectId, body: EndpointUpdate, request: Request, caller: AdminCaller, store: StoreDep
 ) -> Any:
     row = await store.write(
         lambda tx: webhooks.update_endpoint(
@@ -93,14 +94,14 @@ async def update_endpoint(
 @router.delete(
     "/{endpointId}", summary="Delete an endpoint and its delivery log", status_code=204, response_class=Response
 )
-async def delete_endpoint(endpointId: str, caller: AdminCaller, store: StoreDep) -> Response:
+async def delete_endpoint(endpointId: ObjectId, caller: AdminCaller, store: StoreDep) -> Response:
     await store.write(lambda tx: webhooks.delete_endpoint(tx, caller.portal_id, endpointId))
     return Response(status_code=204)
 
 
 @router.get("/{endpointId}/deliveries", summary="The endpoint's delivery attempts, newest first")
 async def deliveries(
-    endpointId: str,
+    endpointId: ObjectId,
     caller: AdminCaller,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -114,7 +115,7 @@ async def deliveries(
 
 
 @router.post("/{endpointId}/replay", summary="Send again the events since a time, in order")
-async def replay(endpointId: str, body: Replay, caller: AdminCaller, store: StoreDep) -> Any:
+async def replay(endpointId: ObjectId, body: Replay, caller: AdminCaller, store: StoreDep) -> Any:
     moment = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
     since = int(moment.timestamp() * 1000)
     row = await store.write(lambda tx: webhooks.replay(tx, caller.portal_id, endpointId, since, now_ms()))

@@ -2,7 +2,8 @@
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from fastapi import Path as PathParam
+from pydantic import AfterValidator, BeforeValidator, StrictStr
 
 from commprefs.api.errors import CATEGORY_BY_STATUS, domain_status
 from commprefs.clock import iso, now_ms
@@ -11,6 +12,19 @@ from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Definition, WideStatus
 
 INT64_MAX = 2**63 - 1
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL cannot store NUL in text, and no name or explanation needs one."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Every free-text field of a request body: a JSON string, without NUL characters.
+Text = Annotated[StrictStr, AfterValidator(no_nul)]
+# The ids commprefs hands out (ep_..., imp_...) in paths: anything else cannot name one.
+ObjectId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 def _subscription_id(value: object) -> int:

@@ -4,7 +4,8 @@ import re
 
 from commprefs.domain.errors import InvalidEmail
 
-_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]]+$")
+# No whitespace, specials or control characters (RFC 5321's atext, Unicode letters allowed).
+_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]\x00-\x1f\x7f]+$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 

@@ -195,7 +195,7 @@ def _reason(form: FormData) -> str | None:
     detail = form.get("reason_detail")
     parts = [code if isinstance(code, str) and code in REASONS else None]
     if isinstance(detail, str) and detail.strip():
-        parts.append(detail.strip())
+        parts.append(detail.replace("\x00", "").strip())  # a stray NUL never stops an unsubscribe
     text = ": ".join(p for p in parts if p)
     return text[:MAX_REASON_CHARS] or None
 

@@ -276,6 +276,8 @@ def _batches(
                 raise RowError(f"the row has {len(values)} fields, the header {len(header)}")
             if any("\ufffd" in v for v in values):
                 raise RowError("the row is not valid UTF-8")
+            if any("\x00" in v for v in values):
+                raise RowError("the row contains a NUL character")
             batch.rows.append((line, values, parser(row)))
         except RowError as exc:
             address = (row.get(email_column) or "").strip().lower()[:320] if email_column else ""
