@@ -9,6 +9,7 @@ import base64
 import ipaddress
 import random
 import secrets
+import socket
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +41,19 @@ def blocked_address(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names by itself: standard forms, and the legacy IPv4 spellings that
+    resolvers still accept (`2130706433`, `0x7f000001`, `127.1` are all 127.0.0.1)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_url(url: str, *, allow_private: bool) -> str:
     """An http(s) URL with a host and no whitespace or control characters; an IP literal must be
     public unless private networks are allowed (host names are checked again when sending)."""
@@ -50,10 +64,10 @@ def check_url(url: str, *, allow_private: bool) -> str:
         raise RuleViolation("url must be an http:// or https:// URL with a host", field="url")
     try:
         parts.port  # noqa: B018 (raises on a bad port)
-        literal = ipaddress.ip_address(parts.hostname)
     except ValueError as exc:
-        if "port" in str(exc).lower():
-            raise RuleViolation("url has an invalid port", field="url") from exc
+        raise RuleViolation("url has an invalid port", field="url") from exc
+    literal = _ip_literal(parts.hostname)
+    if literal is None:
         return url
     if not allow_private and blocked_address(str(literal)):
         raise RuleViolation(

@@ -4,8 +4,9 @@ import re
 
 from commprefs.domain.errors import InvalidEmail
 
-# No whitespace, specials or control characters (RFC 5321's atext, Unicode letters allowed).
-_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]\x00-\x1f\x7f]+$")
+# No whitespace, specials or control characters (RFC 5321's atext, Unicode letters allowed), and
+# no U+FFFD: it only appears where bytes were not valid UTF-8.
+_LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]\x00-\x1f\x7f\ufffd]+$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 

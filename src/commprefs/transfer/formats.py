@@ -41,6 +41,7 @@ Parser = Callable[[dict[str, str]], list[ImportedStatus]]
 # Rows from more than a day ahead would outrank every real change later on ("never override a
 # newer change"), so they are refused rather than trusted.
 FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
+MAX_SOURCE_CHARS = 200  # the store's column
 
 
 def column_key(name: str) -> str:
@@ -187,8 +188,11 @@ def commprefs_parser(columns: Columns, now: int) -> Parser:
         address = _email(row, email)
         state = _status(cell(status))
         unit = _int(cell(unit_col), "business_unit_id") if cell(unit_col) else None
+        source = cell(source_col) or Source.IMPORT.value
+        if len(source) > MAX_SOURCE_CHARS:
+            raise RowError(f"source is longer than {MAX_SOURCE_CHARS} characters")
         provenance = Provenance(
-            source=cell(source_col) or Source.IMPORT.value,
+            source=source,
             at=parse_time(cell(time_col), now) if cell(time_col) else now,
         )
         scope_text = cell(scope_col).upper()

@@ -281,6 +281,7 @@ def _batches(
             batch.rows.append((line, values, parser(row)))
         except RowError as exc:
             address = (row.get(email_column) or "").strip().lower()[:320] if email_column else ""
+            address = address if address.isprintable() else ""  # kept only to find it again on erasure
             batch.rejects.append(Reject(line, address or None, str(exc), values, header))
         if len(batch.rows) + len(batch.rejects) >= BATCH_ROWS:
             yield batch
