@@ -601,7 +601,7 @@ class _RejectsFile:
         if self.writer is None:
             self.handle = self.path.open("w", newline="", encoding="utf-8")
             self.writer = csv.writer(self.handle)
-            self.writer.writerow(["line", "reason", *reject.header])
+            self.writer.writerow([*importer.REJECT_COLUMNS, *reject.header])
         self.writer.writerow([reject.line, reject.reason, *reject.values])
 
     def __exit__(self, *_: object) -> None:

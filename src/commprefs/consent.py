@@ -129,6 +129,7 @@ class Changes:
         self.import_id = import_id
         self.definitions = {d.id: d for d in definitions}
         self._by_name: dict[str, list[Definition]] | None = None
+        self._units: set[int] = set()
         self._subscribers: dict[str, Subscriber] = {}
         self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
         self._wide: dict[tuple[str, WideScope, int], dict[str, Any]] = {}
@@ -179,8 +180,11 @@ class Changes:
         return found[0]
 
     def require_business_unit(self, business_unit_id: int) -> None:
+        if business_unit_id in self._units:
+            return
         if self.tx.get_business_unit(self.portal.id, business_unit_id) is None:
             raise NotFound(f"business unit {business_unit_id} does not exist", field="businessUnitId")
+        self._units.add(business_unit_id)  # an import asks once per row
 
     def statuses(self, address: str, business_unit_id: int | None = None) -> list[Effective]:
         subscriber = self.subscriber(address)
@@ -623,46 +627,16 @@ def erase(tx: Tx, portal_id: int, address: str, actor: Actor, now: int) -> Erasu
     import lines) and leave a salted-hash tombstone in the portal's suppression set, so that the
     address reads as opted out of all until the person gives a new explicit consent. The erasure is
     itself recorded, under the tombstone's key, never the address. Erasing twice changes nothing."""
-    portal = tx.get_portal(portal_id)
-    if portal is None:
-        raise NotFound(f"portal {portal_id} does not exist")
-    key = tombstone_key(portal.erasure_salt, address)
+    changes = Changes(tx, portal_id, actor, now)
+    key = tombstone_key(changes.portal.erasure_salt, address)
     previous = tx.tombstone_time(portal_id, key)
     deleted = tx.erase_subscriber(portal_id, address)
     if previous is not None and not any(deleted.values()):
         return Erasure(key, previous, deleted, already_erased=True)
-    channel = Channel.EMAIL.value
-    tx.write_wide_statuses(
-        [
-            {
-                "portal_id": portal_id,
-                "subscriber": key,
-                "channel": channel,
-                "scope": WideScope.PORTAL_WIDE.value,
-                "business_unit_id": 0,
-                "status": Status.UNSUBSCRIBED.value,
-                "source": Source.ERASURE.value,
-                "updated_at": now,
-            }
-        ]
-    )
-    tx.append_events(
-        [
-            {
-                "portal_id": portal_id,
-                "subscriber": key,
-                "channel": channel,
-                "wide_scope": WideScope.PORTAL_WIDE.value,
-                "business_unit_id": 0,
-                "old_status": Status.NOT_SPECIFIED.value,
-                "new_status": Status.UNSUBSCRIBED.value,
-                "source": Source.ERASURE.value,
-                "actor_token_id": actor.token_id,
-                "request_id": actor.request_id,
-                "occurred_at": now,
-            }
-        ]
-    )
+    # The tombstone is an opt-out from all whose subscriber is the key: recorded like any other.
+    tombstone = Subscriber(key)
+    changes.record_wide(tombstone, WideScope.PORTAL_WIDE, 0, Status.UNSUBSCRIBED, Provenance(Source.ERASURE.value, now))
+    changes.flush()
     return Erasure(key, now, deleted, already_erased=False)
 
 

@@ -7,8 +7,6 @@ batch reads, so that a sending system can pull its suppression list with its own
 """
 
 import asyncio
-import csv
-import io
 import json
 import logging
 import os
@@ -207,15 +205,11 @@ async def import_rejects(importId: ObjectId, caller: AdminCaller, store: StoreDe
     header = json.loads(job.options).get("header") or []
 
     def rows() -> Iterator[bytes]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["line", "reason", *header])
         with store.snapshot() as tx:
-            for count, reject in enumerate(tx.stream_rejects(caller.portal_id, importId), start=1):
-                writer.writerow([reject.line, reject.reason, *json.loads(reject.raw)])
-                if count % 1000 == 0:
-                    yield _drain(buffer)
-        yield _drain(buffer)
+            rejects = tx.stream_rejects(caller.portal_id, importId)
+            yield from exporter.csv_chunks(
+                [*importer.REJECT_COLUMNS, *header], ([r.line, r.reason, *json.loads(r.raw)] for r in rejects)
+            )
 
     return _streaming(rows(), "text/csv; charset=utf-8", f"{importId}-rejects.csv")
 
@@ -225,13 +219,6 @@ async def _job(store: Store, caller: TokenInfo, import_id: str) -> Any:
     if row is None:
         raise NotFound(f"import {import_id} does not exist", field="importId")
     return row
-
-
-def _drain(buffer: io.StringIO) -> bytes:
-    data = buffer.getvalue().encode()
-    buffer.seek(0)
-    buffer.truncate()
-    return data
 
 
 @router.get("/exports/statuses", summary="Every status and opt-out from all, streamed as CSV or JSON lines")

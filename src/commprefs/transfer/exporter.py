@@ -8,7 +8,7 @@ commprefs' own import format, so an export imports into another portal as it is.
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,16 +121,26 @@ def encode(rows: Iterator[dict[str, Any]], fmt: ExportFormat) -> Iterator[bytes]
         if chunk:
             yield b"".join(chunk)
         return
+    yield from csv_chunks(COMMPREFS_COLUMNS, ([row[c] for c in COMMPREFS_COLUMNS] for row in rows))
+
+
+def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """A header and rows as CSV, in chunks of CHUNK_ROWS rows."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COMMPREFS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
     for count, row in enumerate(rows, start=1):
         writer.writerow(row)
         if count % CHUNK_ROWS == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def _drain(buffer: io.StringIO) -> bytes:
+    data = buffer.getvalue().encode()
+    buffer.seek(0)
+    buffer.truncate()
+    return data
 
 
 def stream(store: Store, request: ExportRequest) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 
 from commprefs.consent import ImportedStatus, Provenance
 from commprefs.domain.email import normalize_email
@@ -54,11 +55,15 @@ class Columns:
 
     names: Sequence[str]
 
+    @cached_property
+    def _by_key(self) -> dict[str, str]:
+        return {column_key(n): n for n in self.names}
+
     def find(self, *candidates: str) -> str | None:
-        keys = {column_key(n): n for n in self.names}
+        """The first candidate the header has; Mailchimp's parser asks for each row."""
         for candidate in candidates:
-            if column_key(candidate) in keys:
-                return keys[column_key(candidate)]
+            if (name := self._by_key.get(column_key(candidate))) is not None:
+                return name
         return None
 
 

@@ -68,6 +68,10 @@ class Counts:
         return asdict(self)
 
 
+# A rejects file's columns before the row's own: the same from the CLI and the HTTP API.
+REJECT_COLUMNS = ("line", "reason")
+
+
 @dataclass(frozen=True)
 class Reject:
     """A refused row: its physical line, the address it names (if any), why, and the row exactly
@@ -108,7 +112,6 @@ def create_job(store: Store, request: ImportRequest) -> str:
     """Record a new import as PENDING and return its id."""
     job_id = "imp_" + secrets.token_hex(10)
     now = now_ms()
-    options = {"subscription": request.subscription}
     with store.transaction() as tx:
         tx.insert_import(
             {
@@ -116,7 +119,7 @@ def create_job(store: Store, request: ImportRequest) -> str:
                 "id": job_id,
                 "format": request.format.value if request.format else "auto",
                 "file_name": request.file_name[:500],
-                "options": json.dumps(options),
+                "options": _options(request, None),
                 "dry_run": request.dry_run,
                 "state": JobState.PENDING,
                 "counts": json.dumps(Counts().as_dict()),
@@ -163,8 +166,7 @@ def run(
     _update(store, request.portal_id, job_id, state=JobState.PROCESSING, started_at=started, updated_at=started)
     try:
         counting, reader, header = _open(stream)
-        fmt = request.format or detect(header)
-        parser = _parser(store, request, fmt, Columns(header), started)
+        fmt, parser = _prepare(store, request, header, started)
         _update(store, request.portal_id, job_id, format=fmt.value, options=_options(request, header))
         analyzed_at = ANALYZE_FIRST
         for batch in _batches(reader, header, parser, Columns(header).find("email", "email address")):
@@ -199,9 +201,12 @@ def check(store: Store, request: ImportRequest, stream: IO[bytes]) -> Format:
     """Read the header and make sure the file can be imported at all (the format is known, the
     columns it needs are there, the subscriptions it names exist); raises HeaderError if not."""
     _, _, header = _open(stream)
+    return _prepare(store, request, header, now_ms())[0]
+
+
+def _prepare(store: Store, request: ImportRequest, header: list[str], now: int) -> tuple[Format, Parser]:
     fmt = request.format or detect(header)
-    _parser(store, request, fmt, Columns(header), now_ms())
-    return fmt
+    return fmt, _parser(store, request, fmt, Columns(header), now)
 
 
 def _open(stream: IO[bytes]) -> tuple[_CountingReader, Any, list[str]]:
@@ -215,7 +220,7 @@ def _open(stream: IO[bytes]) -> tuple[_CountingReader, Any, list[str]]:
     return counting, reader, header
 
 
-def _options(request: ImportRequest, header: list[str]) -> str:
+def _options(request: ImportRequest, header: list[str] | None) -> str:
     return json.dumps({"subscription": request.subscription, "header": header})
 
 
