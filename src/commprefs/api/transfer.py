@@ -83,7 +83,7 @@ class ImportRunner:
 
     def _import(self, job_id: str, request: ImportRequest, path: Path) -> None:
         with path.open("rb") as stream:
-            importer.run(self.store, job_id, request, stream, total_bytes=path.stat().st_size, on_progress=self._beat)
+            importer.run(self.store, job_id, request, stream, on_progress=self._beat)
 
     def _beat(self, _: importer.Progress) -> None:
         if time.monotonic() - self.last_beat < HEARTBEAT_SECONDS or not self.waiting:

@@ -98,7 +98,6 @@ class ImportRequest:
 class Progress:
     counts: Counts
     bytes_read: int
-    total_bytes: int | None
 
 
 @dataclass
@@ -154,7 +153,6 @@ def run(
     request: ImportRequest,
     stream: IO[bytes],
     *,
-    total_bytes: int | None = None,
     on_reject: Callable[[Reject], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Counts:
@@ -179,7 +177,7 @@ def run(
                 if on_reject is not None:
                     on_reject(reject)
             if on_progress is not None:
-                on_progress(Progress(counts, counting.bytes_read, total_bytes))
+                on_progress(Progress(counts, counting.bytes_read))
     except Exception as exc:
         message = str(exc) if isinstance(exc, HeaderError | DomainError) else f"{type(exc).__name__}: import stopped"
         _update(
