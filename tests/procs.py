@@ -42,17 +42,18 @@ def run_cli(database_url: str, *args: str, cwd: Path, timeout: float = 60) -> su
 
 
 class ServeProcess:
-    """One `commprefs serve` subprocess in its own session, on a fresh port; `kill()` is a SIGKILL."""
+    """One `commprefs serve` subprocess in its own session, on a fresh port; `kill()` is a SIGKILL.
+    `args` go to `serve` (e.g. `--workers 2`); `env` overrides its environment (e.g. COMMPREFS_LOG_LEVEL)."""
 
-    def __init__(self, database_url: str, workdir: Path, name: str) -> None:
+    def __init__(self, database_url: str, workdir: Path, name: str, *args: str, **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [*COMMAND, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=cli_env(database_url, COMMPREFS_DEMO="true", COMMPREFS_LOG_LEVEL="warning"),
+                [*COMMAND, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+                env=cli_env(database_url, **{"COMMPREFS_DEMO": "true", "COMMPREFS_LOG_LEVEL": "warning", **env}),
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -7,15 +7,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from commprefs import __version__, delivery
+from commprefs import __version__, delivery, metrics
 from commprefs.api import admin, history, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
+from commprefs.api.hot import HotPaths
 from commprefs.api.idempotency import purge_expired_keys
 from commprefs.api.middleware import RequestMiddleware
+from commprefs.api.ratelimit import limiter_for
 from commprefs.api.responses import JSON
 from commprefs.config import Settings, get_settings
 from commprefs.pages import views as pages
@@ -29,6 +31,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or get_settings()
     owns_store = store is None
     app_store = store or Store(settings.database_url, settings.cache_seconds)
+    rate_limiter = limiter_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +43,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge
+        if rate_limiter is not None:
+            await rate_limiter.aclose()
         if owns_store:
             app_store.close()
 
@@ -52,6 +57,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = app_store
     app.state.settings = settings
     app.state.tokens = TokenCache(app_store, settings.token_cache_seconds)
+    app.state.rate_limiter = rate_limiter
     app.state.mailer = Mailer(settings)
     app.state.imports = transfer.ImportRunner(app_store)
     app.state.link_request_limits = {
@@ -59,6 +65,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         "ip": SlidingWindow(settings.link_requests_per_ip),
     }
     install_error_handlers(app)
+    app.add_middleware(HotPaths, fastapi=app)
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -98,7 +105,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return JSON({"status": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

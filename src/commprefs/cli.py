@@ -2,8 +2,11 @@
 
 import csv
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Actor, Portal
 from commprefs.events import EventType
 from commprefs.logs import log_config
+from commprefs.metrics import MULTIPROC_ENV
 from commprefs.store import Store, Tx
 from commprefs.transfer import exporter, importer, subjects
 from commprefs.transfer.exporter import ExportFormat, ExportRequest
@@ -91,17 +95,40 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
                 )
             else:
                 click.echo("Existing database: mint a token with `commprefs token create --portal ID --all-scopes`.")
+        limited = settings.rate_limit_per_10s > 0 or settings.rate_limit_per_day > 0
+        if limited and workers > 1 and store.dialect == "sqlite":
+            click.echo(
+                f"Rate limits on SQLite are counted by each of the {workers} processes: a token may make up to "
+                f"{workers} times its limit. PostgreSQL gives every process one shared count."
+            )
     sys.stdout.flush()
-    uvicorn.run(
-        "commprefs.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=log_config(settings.log_level),
-        access_log=False,
-        server_header=False,
-    )
+    with _metrics_directory(workers):
+        uvicorn.run(
+            "commprefs.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config(settings.log_level),
+            access_log=False,
+            server_header=False,
+        )
+
+
+@contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """With several worker processes, prometheus_client's multiprocess mode in a fresh directory, so that
+    /metrics, whichever worker answers it, reports them all. A directory the operator named is used as is."""
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="commprefs-metrics-")
+    os.environ[MULTIPROC_ENV] = directory  # the workers are started afresh and inherit it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 DEMO_CONTACT = "demo@example.com"

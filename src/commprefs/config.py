@@ -47,6 +47,21 @@ class Settings(BaseSettings):
         3, description='"Email me a link": mails per address per hour (more are silently not sent).'
     )
     link_requests_per_ip: int = Field(20, description='"Email me a link": requests per client IP per hour (429).')
+    rate_limit_per_10s: int = Field(
+        0,
+        ge=0,
+        description="API calls a token may make per rolling 10 seconds (HubSpot's TEN_SECONDLY_ROLLING policy, "
+        "e.g. 100 or 190); 0 turns the limit off.",
+    )
+    rate_limit_per_day: int = Field(
+        0, ge=0, description="API calls a token may make per day, UTC (HubSpot's DAILY policy); 0 turns it off."
+    )
+    rate_limit_interval_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Length of the rolling window of COMMPREFS_RATE_LIMIT_PER_10S in milliseconds; HubSpot's is "
+        "10000 (change it only for tests).",
+    )
     webhooks: bool = Field(True, description="Send webhooks from this process (a background task in `serve`).")
     webhook_timeout_seconds: float = Field(5.0, description="How long a webhook receiver has to answer.")
     webhook_poll_seconds: float = Field(0.25, description="How often an idle sender looks for new events.")

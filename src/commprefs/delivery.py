@@ -6,6 +6,8 @@ committed change feed, and sends them one at a time, in order, signed per Standa
 position advances only past acknowledged events, in the same transaction as the delivery log: a
 crash at any point resends (same `webhook-id`), never skips. A failure stops the endpoint's queue
 (order per subscriber is kept) and schedules a retry with exponential backoff and jitter.
+
+Every few seconds the sender also measures the backlog (events not yet delivered) for /metrics.
 """
 
 import asyncio
@@ -27,6 +29,7 @@ from commprefs import events, webhooks
 from commprefs.clock import iso, now_ms
 from commprefs.config import Settings
 from commprefs.events import event_type
+from commprefs.metrics import WEBHOOK_BACKLOG
 from commprefs.store import Store
 
 log = logging.getLogger("commprefs.webhooks")
@@ -36,6 +39,8 @@ LEASE_MS = 20_000
 BATCH = 100
 SEND_BUDGET_S = 10.0
 MAX_RUNS = 50
+BACKLOG_EVERY_S = 2.0
+BACKLOG_CAP = 10_000  # events counted per endpoint: the gauge stays cheap however far one falls behind
 
 
 class Sender:
@@ -52,8 +57,12 @@ class Sender:
 
     async def run(self) -> None:
         """Tick forever; a tick that found work is followed at once by another."""
+        next_measure = 0.0
         while True:
             try:
+                if time.monotonic() >= next_measure:
+                    next_measure = time.monotonic() + BACKLOG_EVERY_S
+                    WEBHOOK_BACKLOG.set(await self.store.aread(lambda tx: tx.webhook_backlog(BACKLOG_CAP)))
                 busy = await self.tick()
             except asyncio.CancelledError:
                 raise

@@ -1,8 +1,9 @@
 """Structured logs: one JSON object a line, with the fields a handler passed in `extra`."""
 
-import json
 import logging
 from typing import Any
+
+import orjson
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
@@ -18,7 +19,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -33,5 +34,9 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            # The webhook sender's HTTP client would log each receiver's URL, which often holds a secret;
+            # deliveries and their failures are in the delivery log (GET .../webhooks/{id}/deliveries).
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }

@@ -99,3 +99,81 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
         server.should_exit = True
         thread.join(timeout=10)
         store.close()
+
+
+def sample(text: str, series: str) -> float | None:
+    """The value of one series (name and labels exactly as exposed) in a /metrics text."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_count_write_groups_and_name_the_operational_gauges(api: httpx.Client, portal: PortalFixture) -> None:
+    before = sample(api.get("/metrics").text, "commprefs_write_group_size_count") or 0.0
+    change = {"emailAddress": "grouped@example.com", "subscriptionId": str(portal.marketing)}
+    assert api.post("/communication-preferences/v3/unsubscribe", json=change).status_code == 200
+    text = api.get("/metrics").text
+    assert (sample(text, "commprefs_write_group_size_count") or 0.0) >= before + 1
+    assert sample(text, 'commprefs_write_group_size_bucket{le="256.0"}') == sample(
+        text, "commprefs_write_group_size_count"
+    )
+    assert "# TYPE commprefs_webhook_backlog gauge" in text
+    assert "# TYPE commprefs_rate_limited_total counter" in text
+
+
+def test_metrics_add_up_every_worker_and_measure_the_webhook_backlog(tmp_path: Path) -> None:
+    import time
+
+    from tests.procs import ServeProcess
+
+    definitions = "/communication-preferences/v3/definitions"
+    server = ServeProcess(
+        f"sqlite:///{tmp_path / 'workers.db'}",
+        tmp_path,
+        "workers",
+        "--workers",
+        "2",
+        COMMPREFS_RATE_LIMIT_PER_10S="5",
+        COMMPREFS_LOG_LEVEL="info",
+    )
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 60
+        while server.errors().count("Application startup complete.") < 2:  # both workers serve
+            assert time.monotonic() < deadline, server.errors()
+            time.sleep(0.1)
+        _, token = server.demo()
+        assert "Rate limits on SQLite are counted by each of the 2 processes" in server.output()
+        # A connection per call, so that calls and scrapes land on either worker.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, limits=fresh, timeout=30
+        ) as api:
+            found = api.get(definitions).json()["subscriptionDefinitions"]
+            sid = next(d["id"] for d in found if d["name"] == "Marketing Information")
+            # Sending is refused (localhost is a private address), so its events stay pending.
+            assert api.post("/commprefs/v1/webhooks", json={"url": "http://localhost:1/hook"}).status_code == 201
+            for n in range(3):
+                change = {"emailAddress": f"backlog{n}@example.com", "subscriptionId": sid}
+                assert api.post("/communication-preferences/v3/unsubscribe", json=change).status_code == 200
+            # Five calls so far: within each worker's own limit. Now past it: each worker counts its own
+            # (SQLite), so both refuse some, and let some in (both answered calls).
+            statuses = [api.get(definitions).status_code for _ in range(20)]
+            refused = statuses.count(429)
+            assert 10 <= refused < 20 and statuses.count(200) == 20 - refused
+
+            deadline = time.monotonic() + 20
+            while sample(api.get("/metrics").text, "commprefs_webhook_backlog") != 3.0:
+                assert time.monotonic() < deadline, api.get("/metrics").text
+                time.sleep(0.2)
+            for _ in range(8):  # whichever worker answers, it reports both
+                text = api.get("/metrics").text
+                route = f'commprefs_http_requests_total{{method="GET",route="{definitions}"'
+                assert sample(text, f'{route},status="200"}}') == 21 - refused
+                assert sample(text, f'{route},status="429"}}') == refused
+                assert sample(text, 'commprefs_rate_limited_total{policy="TEN_SECONDLY_ROLLING"}') == refused
+                assert (sample(text, "commprefs_write_group_size_count") or 0) >= 4
+                assert sample(text, "commprefs_webhook_backlog") == 3.0
+    finally:
+        server.kill()

@@ -69,7 +69,7 @@ class TokenCache:
             log.warning("could not record token use: %s", type(exc).__name__)
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
@@ -91,6 +91,9 @@ async def authenticate(request: Request) -> TokenInfo:
     if info is None:
         raise ApiError(401, "Authentication credentials are invalid, expired or revoked.")
     request.state.caller = info
+    limiter = request.app.state.rate_limiter
+    if limiter is not None:  # off by default: then nothing is counted
+        await limiter.check(request, info)
     return info
 
 

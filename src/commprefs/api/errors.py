@@ -5,9 +5,11 @@ Every non-2xx body is `{"status":"error","message","correlationId","category",..
 """
 
 import logging
+import sqlite3
 import uuid
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -31,6 +33,9 @@ CATEGORY_BY_STATUS = {
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
+
+
+RETRY_AFTER_SECONDS = 1
 
 
 class ApiError(Exception):
@@ -125,6 +130,13 @@ def validation_errors(raw: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     return f"Invalid input: {summary}", details
 
 
+def database_unavailable(request: Request | None) -> JSON:
+    """503 for a database that is down or restarting; clients may retry after a second."""
+    response = error_response(request, 503, "The database is unavailable; retry shortly.")
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSON:
@@ -149,13 +161,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSON:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
-        return error_response(request, 503, "The database is unavailable; retry shortly.")
+        return database_unavailable(request)
+
+    async def _driver_down(request: Request, exc: Exception) -> JSON:
+        # The driver's own error, where a statement goes to it directly (the writer's savepoints).
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return database_unavailable(request)
+
+    app.add_exception_handler(psycopg.OperationalError, _driver_down)
+    app.add_exception_handler(sqlite3.OperationalError, _driver_down)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSON:
+        if exc.connection_invalidated:  # the connection was lost (InterfaceError and the like): retry shortly
+            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+            return database_unavailable(request)
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
-        if exc.connection_invalidated:
-            return error_response(request, 503, "The database is unavailable; retry shortly.")
         return error_response(request, 500, "Internal error")
 
     @app.exception_handler(Exception)

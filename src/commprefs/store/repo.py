@@ -1,9 +1,12 @@
 """The store interface: every query the service layer needs, on one connection (one transaction).
 
-SQL is written once here with SQLAlchemy Core; each method is scoped to a portal id.
+SQL is written once here with SQLAlchemy Core; each method is scoped to a portal id. The statements
+every API call runs (the subscriber load, single-row writes on SQLite) are handed to the driver's
+cursor, compiled once: SQLAlchemy's per-execution work cost more than the database's.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Row, and_, bindparam, delete, func, literal_column, or_, select, update
@@ -43,18 +46,6 @@ from commprefs.store.schema import (
 # Python time than SQLite takes to run it.
 _s, _w, _d = subscription_status.c, wide_status.c, subscription_definition.c
 _SELECT_PORTAL = select(portal).where(portal.c.id == bindparam("portal_id"))
-_SELECT_STATUSES = select(
-    _s.subscriber, _s.subscription_id, _s.status, _s.legal_basis, _s.legal_basis_explanation, _s.source, _s.updated_at
-).where(
-    _s.portal_id == bindparam("portal_id"),
-    _s.channel == bindparam("channel"),
-    _s.subscriber.in_(bindparam("addresses", expanding=True)),
-)
-_SELECT_WIDE = select(_w.subscriber, _w.scope, _w.business_unit_id, _w.status, _w.source, _w.updated_at).where(
-    _w.portal_id == bindparam("portal_id"),
-    _w.channel == bindparam("channel"),
-    _w.subscriber.in_(bindparam("addresses", expanding=True)),
-)
 _SELECT_DEFINITIONS = (
     select(subscription_definition).where(_d.portal_id == bindparam("portal_id")).order_by(_d.created_at, _d.id)
 )
@@ -63,9 +54,30 @@ _INSERT_EVENT = consent_event.insert()
 STREAM_ROWS = 2000
 
 
+@lru_cache(maxsize=256)
+def _subscribers_sql(paramstyle: str, addresses: int, wide_keys: int) -> str:
+    """A subscriber load (statuses, then opt-outs from all and tombstones) as one statement, written for
+    the driver: it runs on every API call, and SQLAlchemy's compiling of an expanding IN list took more
+    time than the database took to answer it. Positional parameters: portal, channel, the addresses;
+    portal, channel, the addresses and tombstone keys."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+
+    def marks(n: int) -> str:
+        return ", ".join([mark] * n)
+
+    return (
+        "SELECT 0, subscriber, subscription_id, status, legal_basis, legal_basis_explanation, source, updated_at, "
+        f"NULL FROM subscription_status WHERE portal_id = {mark} AND channel = {mark} "
+        f"AND subscriber IN ({marks(addresses)}) "
+        "UNION ALL SELECT 1, subscriber, business_unit_id, status, NULL, NULL, source, updated_at, scope "
+        f"FROM wide_status WHERE portal_id = {mark} AND channel = {mark} AND subscriber IN ({marks(wide_keys)})"
+    )
+
+
 class Tx:
     """A unit of work on one connection. Methods read and write; the caller commits."""
 
+    _compiled: ClassVar[dict[tuple[Any, str, tuple[str, ...]], Any]] = {}
     _upserts: ClassVar[dict[tuple[str, str], Any]] = {}
 
     def __init__(self, conn: Connection, cache: PortalCache | None = None) -> None:
@@ -311,7 +323,7 @@ class Tx:
     def get_subscribers(
         self, portal_id: int, addresses: Iterable[str], channel: str, erasure_salt: str | None = None
     ) -> dict[str, Subscriber]:
-        """Every recorded row for these addresses, in two queries whatever their number.
+        """Every recorded row for these addresses, in one statement whatever their number.
 
         The wide query also looks for each address's tombstone: an erased address reads as opted
         out of all, portal-wide (unless a new consent has since been recorded)."""
@@ -322,25 +334,20 @@ class Tx:
             current = self.portal_snapshot(portal_id)[0]
             erasure_salt = current.erasure_salt if current else None
         keys = {tombstone_key(erasure_salt, a): a for a in found} if erasure_salt else {}
-        params = {"portal_id": portal_id, "channel": str(channel), "addresses": list(found)}
-        for r in self.conn.execute(_SELECT_STATUSES, params):
-            found[r.subscriber].statuses[r.subscription_id] = StoredStatus(
-                r.subscription_id,
-                Status(r.status),
-                LegalBasis(r.legal_basis) if r.legal_basis else None,
-                r.legal_basis_explanation,
-                r.source,
-                r.updated_at,
-            )
+        sql = _subscribers_sql(self.conn.dialect.paramstyle, len(found), len(found) + len(keys))
+        params = (portal_id, str(channel), *found, portal_id, str(channel), *found, *keys)
         erased: list[tuple[str, int]] = []
-        for w_row in self.conn.execute(_SELECT_WIDE, {**params, "addresses": [*found, *keys]}):
-            if w_row.subscriber in keys:
-                erased.append((keys[w_row.subscriber], w_row.updated_at))
-                continue
-            scope = WideScope(w_row.scope)
-            found[w_row.subscriber].wide[(scope, w_row.business_unit_id)] = WideStatus(
-                scope, w_row.business_unit_id, Status(w_row.status), w_row.source, w_row.updated_at
-            )
+        for row in self._driver_rows(sql, params):
+            kind, subscriber, number, status, basis, explanation, source, updated_at, scope = row
+            if kind == 0:
+                found[subscriber].statuses[number] = StoredStatus(
+                    number, Status(status), LegalBasis(basis) if basis else None, explanation, source, updated_at
+                )
+            elif subscriber in keys:
+                erased.append((keys[subscriber], updated_at))
+            else:
+                wide = WideScope(scope)
+                found[subscriber].wide[(wide, number)] = WideStatus(wide, number, Status(status), source, updated_at)
         for address, erased_at in erased:
             subscriber = found[address]
             subscriber.erased_at = erased_at
@@ -467,7 +474,17 @@ class Tx:
     def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append consent events in order, in one set-based statement."""
         if rows:
-            self.conn.execute(_INSERT_EVENT, list(rows))
+            self._write_many(_INSERT_EVENT, rows)
+
+    def _driver_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of `sql` run on the driver's own cursor, inside this transaction: for the statements
+        every request runs, where SQLAlchemy's result machinery costs more than the query."""
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
         """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, for many rows at once."""
@@ -477,7 +494,36 @@ class Tx:
             insert = self._insert(table)
             updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
             statement = Tx._upserts[cache_key] = insert.on_conflict_do_update(index_elements=keys, set_=updates)
-        self.conn.execute(statement, list(rows))
+        self._write_many(statement, rows)
+
+    def _write_many(self, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Run an INSERT or upsert for `rows` (same keys in each) on the driver's cursor: every write
+        runs these, and SQLAlchemy's per-execution work cost more than SQLite took to do them. The
+        statement is compiled once per dialect and set of columns; a statement whose columns need
+        SQLAlchemy's value processing goes through SQLAlchemy as before."""
+        if self._dialect != "sqlite" and len(rows) > 1:
+            # PostgreSQL: SQLAlchemy sends many rows as one multi-row INSERT, fewer round trips.
+            self.conn.execute(statement, list(rows))
+            return
+        columns = tuple(rows[0])
+        cache_key = (statement, self._dialect, columns)
+        compiled = Tx._compiled.get(cache_key)
+        if compiled is None:
+            compiled = statement.compile(dialect=self.conn.dialect, column_keys=list(columns))
+            Tx._compiled[cache_key] = compiled
+        if getattr(compiled, "_bind_processors", True):  # values to convert (or a SQLAlchemy without this)
+            self.conn.execute(statement, list(rows))
+            return
+        if compiled.positional:
+            order = compiled.positiontup
+            params: list[Any] = [tuple(row[k] for k in order) for row in rows]
+        else:
+            params = list(rows)
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(compiled.string, params)
+        finally:
+            cursor.close()
 
     # -- idempotency keys -------------------------------------------------------------------
 
@@ -512,6 +558,21 @@ class Tx:
         if address is not None:
             conditions.append(e.c.subscriber == address)
         return list(self.conn.execute(select(e).where(and_(*conditions)).order_by(e.c.id)))
+
+    def webhook_backlog(self, cap: int) -> int:
+        """Events after each enabled endpoint's position (at most `cap` each), summed over endpoints:
+        the webhook backlog /metrics reports, for every portal."""
+        w, e = webhook_endpoint.c, consent_event.c
+        total = 0
+        for endpoint in self.conn.execute(select(w.portal_id, w.cursor_txid, w.cursor_id).where(w.enabled.is_(True))):
+            pending = (
+                select(e.id)
+                .where(e.portal_id == endpoint.portal_id, _after(endpoint.cursor_txid, endpoint.cursor_id))
+                .limit(cap)
+                .subquery()
+            )
+            total += self.conn.execute(select(func.count()).select_from(pending)).scalar_one()
+        return total
 
     # -- the change feed and history ---------------------------------------------------------------
 

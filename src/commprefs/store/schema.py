@@ -258,3 +258,16 @@ webhook_delivery = Table(
     Column("next_attempt_at", BigInteger),
     Index(None, "portal_id", "endpoint_id", "id"),
 )
+
+# Per-token call counts of the rate limits (api/ratelimit.py), on PostgreSQL: one row per token, policy
+# (its interval) and fixed window. Short-lived and purged as windows pass; UNLOGGED on PostgreSQL
+# (migration 0006): counts need no crash safety. No foreign key: a count costs one statement, nothing more.
+rate_limit = Table(
+    "rate_limit",
+    metadata,
+    Column("portal_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("token_id", String(32), primary_key=True),
+    Column("interval_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+)
