@@ -89,10 +89,19 @@ class Server:
         self.proc: subprocess.Popen[Any] | None = None
 
     @classmethod
-    def commprefs(cls, name: str, env: dict[str, str], workdir: Path) -> "Server":
+    def commprefs(cls, name: str, env: dict[str, str], workdir: Path, workers: int = 1) -> "Server":
         """`commprefs serve` on a free port."""
         port = free_port()
-        return cls(name, [*commprefs_argv(), "serve", "--port", str(port)], env, workdir, port)
+        argv = [*commprefs_argv(), "serve", "--port", str(port), "--workers", str(workers)]
+        return cls(name, argv, env, workdir, port)
+
+    @classmethod
+    def hello(cls, app: str, workers: int, workdir: Path) -> "Server":
+        """bench/hello_app.py's `app` ("bare" or "fastapi") under uvicorn, as `commprefs serve` runs."""
+        port = free_port()
+        argv = [sys.executable, str(Path(__file__).with_name("hello_app.py")), "--app", app]
+        argv += ["--port", str(port), "--workers", str(workers)]
+        return cls(f"hello-{app}-{workers}", argv, clean_env(), workdir, port)
 
     def start(self) -> None:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
@@ -125,6 +134,13 @@ class Server:
                 proc.wait(timeout=5)
         LIVE.discard(proc)
 
+    def rss_kib(self) -> int:
+        """Resident memory of all the server's processes (uvicorn's supervisor and workers): they share its
+        process group, `spawn` having made it a session leader."""
+        if self.proc is None:
+            raise BenchError(f"{self.name} server is not running")
+        return group_rss_kib(self.proc.pid)
+
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
 
@@ -141,6 +157,23 @@ def running(server: Server, ready_path: str) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+def group_rss_kib(pgid: int) -> int:
+    """The sum of VmRSS over the processes of process group `pgid`, in KiB."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing parenthesis
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) != pgid:
+                continue
+            status = stat.with_name("status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(found.group(1)) if found else 0
+    return total
 
 
 def parse_banner(stdout: str) -> tuple[str, int]:

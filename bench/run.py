@@ -1,285 +1,435 @@
-"""Benchmark: v3 unsubscribe, subscribe and status throughput over HTTP (wrk) beside a hello-world baseline."""
+"""`bench/run`: every benchmark scenario on SQLite and on PostgreSQL, each beside its ceiling measured in the
+same run on the same machine, with the ratio, the target and MET or MISSED.
+
+Exit status: 0 when every target is met, 1 when some are missed, 2 when the benchmark itself failed.
+"""
 
 import argparse
+import io
 import json
-import os
-import re
-import shutil
 import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
+import time
+import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from procs import (
-    LIVE,
-    ROOT,
-    BenchError,
-    Server,
-    clean_env,
-    free_port,
-    interrupt,
-    kill_leftovers,
-    machine,
-    parse_banner,
-    running,
-    spawn,
-)
+import batch
+import calls
+import transfer
+from calls import Phases, Service
+from procs import ROOT, BenchError, interrupt, kill_leftovers, machine
+from transfer_raw import DataFile, write_csv
+from wrk import Load, WrkRun
 
-BENCH_DIR = Path(__file__).resolve().parent
-LUA = BENCH_DIR / "requests.lua"
-RESULTS_DIR = BENCH_DIR / "results"
-V3 = "/communication-preferences/v3"
-DEFINITION_NAME = "Marketing Information"
-# A scenario whose non-2xx responses plus socket errors exceed this share of its requests is flagged.
-ERROR_SHARE_LIMIT = 0.01
-# Write scenarios: (name, path under V3, address prefix). The prefixes keep the two address ranges apart:
-# subscribing an address that unsubscribed is refused by design.
-WRITES = (("v3 unsubscribe", "/unsubscribe", "unsub"), ("v3 subscribe", "/subscribe", "sub"))
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+STORES = ("sqlite", "postgresql")
+HTTP_SCENARIOS = ("v4-write", "v3-read", "v4-read", "v3-unsubscribe")
+SCENARIOS = ("ceilings", *HTTP_SCENARIOS, "memory", "batch-write", "batch-read", "import", "export")
+QUICK = {"duration": 3.0, "warmup": 1.0, "memory_duration": 15.0, "memory_warmup": 5.0, "rows": 100_000}
+FULL = {"duration": 10.0, "warmup": 3.0, "memory_duration": 60.0, "memory_warmup": 10.0, "rows": 1_000_000}
+BATCH_CLIENTS = 4
+MB = 1_000_000
 
 
-# -- wrk ------------------------------------------------------------------------------------------
+# -- targets --------------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise BenchError("wrk is not installed: install it (Debian/Ubuntu: `sudo apt-get install -y wrk`) and rerun")
-    print("wrk not found; installing it with apt-get ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
-        subprocess.run(install, env=env, stdout=subprocess.DEVNULL, check=False)
-    found = shutil.which("wrk")
-    if not found:
-        raise BenchError("wrk is not installed and `apt-get install -y wrk` failed: install wrk and rerun")
-    return found
+@dataclass(frozen=True)
+class Target:
+    """At least `ratio` of the ceiling; optionally p99 within `p99_over_p50` x p50, peak RSS under `peak_mb`."""
+
+    ratio: float
+    p99_over_p50: float | None = None
+    peak_mb: float | None = None
+
+    def text(self) -> str:
+        parts = [f">= {self.ratio:.2f}"]
+        if self.p99_over_p50 is not None:
+            parts.append(f"p99 <= {self.p99_over_p50:g} x p50")
+        if self.peak_mb is not None:
+            parts.append(f"peak < {self.peak_mb:g} MB")
+        return ", ".join(parts)
 
 
-def wrk_version(wrk: str) -> str:
-    done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    first = (done.stdout or done.stderr).strip().splitlines()
-    return first[0] if first else "unknown"
+@dataclass(frozen=True)
+class StoreSetup:
+    """How a store's HTTP scenarios run: the server's process count and the ceiling they compare with."""
+
+    kind: str
+    workers: int
+    ceiling: str  # a key of calls.CEILINGS
+    write: Target
+
+
+SETUPS = {
+    "sqlite": StoreSetup("sqlite", 1, "bare-1", Target(0.40, p99_over_p50=3)),
+    "postgresql": StoreSetup("postgresql", 2, "bare-2", Target(0.25)),
+}
+READ = Target(0.50)
+STORAGE = Target(0.50)
+TRANSFER = Target(0.50, peak_mb=200)
+MEMORY_GROWTH_SHARE = 0.05
+MEMORY_GROWTH_MIB = 10.0
+CEILING_NAMES = {
+    "bare-1": "bare ASGI, 1 process",
+    "bare-2": "bare ASGI, 2 processes",
+    "fastapi-1": "FastAPI, 1 process",
+}
 
 
 @dataclass
-class WrkRun:
-    requests: int
-    seconds: float
-    non_2xx: int
-    socket_errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    sent_per_thread: list[int]
-    output: str
+class Line:
+    """One row of the table: a scenario on a store beside its ceiling; `misses` None when it has no target."""
+
+    scenario: str
+    store: str
+    result: str
+    ceiling: str = "-"
+    ratio: float | None = None
+    target: str = "-"
+    misses: list[str] | None = None
+    counted: bool = True  # False: informative, not part of the exit status
+    numbers: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+    def verdict(self) -> str:
+        if self.misses is None:
+            return "-"
+        return ("MET" if not self.misses else "MISSED") + ("" if self.counted else " (informative)")
+
+    @property
+    def missed(self) -> bool:
+        return bool(self.misses) and self.counted
 
 
-def run_wrk(wrk: str, opts: argparse.Namespace, seconds: int, url: str, script_args: Sequence[str]) -> WrkRun:
-    argv = [
-        wrk,
-        f"--threads={opts.threads}",
-        f"--connections={opts.connections}",
-        f"--duration={seconds}s",
-        f"--timeout={opts.timeout}s",
-        "--latency",
-        f"--script={LUA}",
-        url,
-        "--",
-        *script_args,
-    ]
-    proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=seconds + opts.timeout + 30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        LIVE.discard(proc)
-    match = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.MULTILINE)
-    if proc.returncode != 0 or match is None:
-        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out}\n{err}")
-    data: dict[str, Any] = json.loads(match.group(1))
-    errors = data["errors"]
-    latency = data["latency_us"]
-    return WrkRun(
-        requests=data["requests"],
-        seconds=data["duration_us"] / 1e6,
-        non_2xx=errors["status"],
-        socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
-        p50_ms=latency["p50"] / 1000,
-        p90_ms=latency["p90"] / 1000,
-        p99_ms=latency["p99"] / 1000,
-        max_ms=latency["max"] / 1000,
-        sent_per_thread=[int(n) for n in data["sent_per_thread"]],
-        output=out[: match.start()].rstrip(),
+def ratio_misses(ratio: float, target: Target) -> list[str]:
+    return [] if ratio >= target.ratio else [f"ratio {ratio:.2f} < {target.ratio:.2f}"]
+
+
+def http_line(
+    scenario: str, store: str, run: WrkRun, ceiling: str, top: WrkRun, target: Target, counted: bool = True
+) -> Line:
+    ratio = run.rps / top.rps if top.rps else 0.0
+    misses = ratio_misses(ratio, target)
+    if target.p99_over_p50 is not None and run.p99_ms > target.p99_over_p50 * run.p50_ms:
+        misses.append(f"p99 {run.p99_ms:.1f} ms > {target.p99_over_p50:g} x p50 {run.p50_ms:.1f} ms")
+    if not run.valid:
+        misses.append(f"{run.non_2xx} non-2xx, {run.socket_errors} socket errors in {run.requests} requests")
+    return Line(
+        scenario,
+        store,
+        f"{run.rps:,.0f} req/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms",
+        f"{CEILING_NAMES[ceiling]}: {top.rps:,.0f} req/s",
+        ratio,
+        target.text(),
+        misses,
+        counted,
+        {"run": asdict(run), "ceiling": ceiling},
     )
 
 
-# -- the service ----------------------------------------------------------------------------------
+# -- the run's plan and report --------------------------------------------------------------------
 
 
-def http_json(
-    method: str, url: str, token: str, body: dict[str, Any] | None = None
-) -> tuple[int, dict[str, Any] | None]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {"raw": raw.decode(errors="replace")}
+@dataclass(frozen=True)
+class Plan:
+    scenarios: tuple[str, ...]
+    stores: tuple[str, ...]
+    phases: Phases
+    rows: int
+    pg_url: str
+    server_env: dict[str, str]
 
+    def wants(self, *names: str) -> bool:
+        return any(name in self.scenarios for name in names)
 
-def find_subscription_id(base: str, token: str) -> str:
-    status, body = http_json("GET", f"{base}{V3}/definitions", token)
-    if status != 200 or body is None:
-        raise BenchError(f"GET {V3}/definitions answered {status}: {body}")
-    for definition in body.get("subscriptionDefinitions", []):
-        if definition.get("name") == DEFINITION_NAME:
-            return str(definition["id"])
-    raise BenchError(f"no definition named {DEFINITION_NAME!r} in {body}")
-
-
-def preflight(method: str, url: str, token: str, body: dict[str, Any] | None, expect: str | None = None) -> None:
-    """One request before the load, so that a broken scenario fails with the service's own answer."""
-    status, answer = http_json(method, url, token, body)
-    if not 200 <= status < 300:
-        raise BenchError(f"preflight {method} {url} answered {status}: {answer}")
-    if expect is not None and expect not in json.dumps(answer):
-        raise BenchError(f"preflight {method} {url}: expected {expect!r} in {answer}")
-
-
-def count_rows(db_path: Path, table: str) -> int:
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(count)
-
-
-# -- results --------------------------------------------------------------------------------------
+    def ceilings(self) -> list[str]:
+        if not self.wants("ceilings", *HTTP_SCENARIOS):
+            return []
+        # 1 process always: the FastAPI row is compared with it.
+        return list(dict.fromkeys(["bare-1", *(SETUPS[kind].ceiling for kind in self.stores), "fastapi-1"]))
 
 
 @dataclass
-class Result:
-    scenario: str
-    description: str
-    requests: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    non_2xx: int
-    socket_errors: int
-    ratio_to_hello: float | None
-    flagged: bool
-    sent_per_thread: list[int]
-    wrk_output: str
+class Report:
+    lines: list[Line] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # failed checks, outside the table
+    details: dict[str, Any] = field(default_factory=dict)  # the raw numbers, for the JSON
 
 
-def measure(
-    wrk: str,
-    opts: argparse.Namespace,
-    scenario: str,
-    description: str,
-    url: str,
-    args_for: dict[str, list[str]],
-) -> Result:
-    """Warm up (results dropped), then measure; `args_for` holds the wrk script arguments of each phase."""
-    if opts.warmup > 0:
-        print(f"  {scenario}: warmup {opts.warmup}s ...", flush=True)
-        run_wrk(wrk, opts, opts.warmup, url, args_for["warmup"])
-    print(f"  {scenario}: measuring {opts.duration}s ...", flush=True)
-    run = run_wrk(wrk, opts, opts.duration, url, args_for["measured"])
-    bad = run.non_2xx + run.socket_errors
-    result = Result(
-        scenario=scenario,
-        description=description,
-        requests=run.requests,
-        seconds=round(run.seconds, 3),
-        rps=round(run.rps, 1),
-        p50_ms=run.p50_ms,
-        p90_ms=run.p90_ms,
-        p99_ms=run.p99_ms,
-        max_ms=run.max_ms,
-        non_2xx=run.non_2xx,
-        socket_errors=run.socket_errors,
-        ratio_to_hello=None,
-        flagged=run.requests == 0 or bad > ERROR_SHARE_LIMIT * run.requests,
-        sent_per_thread=run.sent_per_thread,
-        wrk_output=run.output,
+def ceiling_lines(tops: dict[str, WrkRun]) -> list[Line]:
+    """The HTTP ceilings themselves, and the FastAPI hello-world (informative) beside the 1-process one."""
+    lines = []
+    for name, run in tops.items():
+        result = f"{run.rps:,.0f} req/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms"
+        if name == "fastapi-1":
+            bare = tops["bare-1"]
+            ratio = run.rps / bare.rps if bare.rps else 0.0
+            ceiling = f"{CEILING_NAMES['bare-1']}: {bare.rps:,.0f} req/s"
+            lines.append(Line("hello-world, FastAPI (informative)", "-", result, ceiling, ratio))
+        else:
+            lines.append(Line(f"HTTP ceiling: hello-world, {CEILING_NAMES[name]}", "-", result, "(ceiling)"))
+        lines[-1].numbers = {"run": asdict(run)}
+    return lines
+
+
+# -- per store ------------------------------------------------------------------------------------
+
+
+def check_writes(svc: Service, scenario: str, report: Report) -> None:
+    """Every acknowledged write must have left its consent event (more may exist: warm-ups, preflights, and
+    answers still in flight when wrk stopped counting)."""
+    counts = {"acknowledged_writes": svc.acknowledged_writes, "consent_events": svc.consent_events}
+    report.details.setdefault("writes", []).append({"store": svc.kind, "scenario": scenario, **counts})
+    if svc.writes_lost:
+        report.problems.append(
+            f"{svc.kind}: {svc.consent_events:,} consent events for {svc.acknowledged_writes:,} acknowledged "
+            "writes: acknowledged writes were lost"
+        )
+
+
+def http_store(
+    setup: StoreSetup, plan: Plan, load: Load, tops: dict[str, WrkRun], workdir: Path, report: Report
+) -> None:
+    """The single-call scenarios on one store, each write scenario on a fresh database."""
+    kind, top = setup.kind, tops.get(setup.ceiling)
+    reads = [name for name in ("v3 read", "v4 read") if plan.wants(name.replace(" ", "-"))]
+    args = (setup.kind, setup.workers)
+    if plan.wants("v4-write") or reads:
+        with calls.service(*args, workdir / "write", plan.pg_url, plan.server_env) as svc:
+            runs = calls.write_and_read(svc, load, plan.phases, plan.wants("v4-write"), reads)
+        check_writes(svc, "v4 write", report)
+        assert top is not None
+        if "v4 write" in runs:
+            report.lines.append(http_line("v4 status write", kind, runs["v4 write"], setup.ceiling, top, setup.write))
+        for name in reads:
+            report.lines.append(http_line(f"{name.split()[0]} status read", kind, runs[name], setup.ceiling, top, READ))
+    if plan.wants("v3-unsubscribe"):
+        assert top is not None
+        with calls.service(*args, workdir / "unsubscribe", plan.pg_url, plan.server_env) as svc:
+            run = calls.v3_unsubscribe(svc, load, plan.phases)
+        check_writes(svc, "v3 unsubscribe", report)
+        report.lines.append(http_line("v3 unsubscribe", kind, run, setup.ceiling, top, setup.write, counted=False))
+    if plan.wants("memory"):
+        with calls.service(*args, workdir / "memory", plan.pg_url, plan.server_env) as svc:
+            memory = calls.sustained_memory(svc, load, plan.phases)
+        check_writes(svc, "memory", report)
+        report.lines.append(memory_line(kind, setup.workers, memory))
+
+
+def memory_line(kind: str, workers: int, memory: calls.MemoryRun) -> Line:
+    misses = []
+    if memory.growth_share > MEMORY_GROWTH_SHARE:
+        misses.append(f"grew {memory.growth_share:.1%} > {MEMORY_GROWTH_SHARE:.0%}")
+    if memory.growth_mib > MEMORY_GROWTH_MIB:
+        misses.append(f"grew {memory.growth_mib:.1f} MiB > {MEMORY_GROWTH_MIB:g} MiB")
+    if not memory.load.valid:
+        misses.append(f"{memory.load.non_2xx} non-2xx, {memory.load.socket_errors} socket errors")
+    return Line(
+        f"server memory, {memory.load.seconds:.0f} s of v4 writes ({workers} process{'es' if workers > 1 else ''})",
+        kind,
+        f"RSS {memory.first_kib / transfer.MIB:.1f} -> {memory.last_kib / transfer.MIB:.1f} MiB "
+        f"({memory.growth_mib:+.1f} MiB, {memory.growth_share:+.1%}) at {memory.load.rps:,.0f} req/s",
+        f"first {memory.window:g} s vs last {memory.window:g} s",
+        memory.last_kib / memory.first_kib if memory.first_kib else None,
+        f"growth <= {MEMORY_GROWTH_SHARE:.0%} and <= {MEMORY_GROWTH_MIB:g} MiB",
+        misses,
+        numbers={"samples": memory.samples, "window": memory.window, "load": asdict(memory.load)},
     )
-    print(
-        f"    {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
-        f"non-2xx {result.non_2xx}, socket errors {result.socket_errors}",
-        flush=True,
+
+
+def batch_store(kind: str, plan: Plan, workdir: Path, report: Report) -> None:
+    """bench/batch.py's v4 batch write and read (1,000 inputs a call, over HTTP) beside raw SQL."""
+    opts = argparse.Namespace(
+        duration=plan.phases.duration, warmup=plan.phases.warmup, concurrency=BATCH_CLIENTS, analyze=True
     )
-    return result
+    with transfer.database(kind, workdir / "batch", plan.pg_url) as url:
+        run = batch.bench_store(kind, url, opts, workdir / "batch")
+    for row in run.rows:
+        if not plan.wants(row.scenario.replace(" ", "-")):
+            continue
+        http, raw = row.http, row.raw
+        misses = ratio_misses(row.ratio_to_raw, STORAGE)
+        if http.failures:
+            misses.append(f"{http.failures} failed calls: {http.first_failure}")
+        report.lines.append(
+            Line(
+                f"{row.scenario}, {batch.BATCH:,} subscribers a call",
+                kind,
+                f"{http.statuses_per_s:,.0f} statuses/s, p50 {http.p50_ms:,.0f} ms, p99 {http.p99_ms:,.0f} ms a call",
+                f"raw SQL: {raw.statuses_per_s:,.0f} statuses/s",
+                row.ratio_to_raw,
+                STORAGE.text(),
+                misses,
+                numbers={"http": http.as_dict(), "raw_sql": raw.as_dict(), "service": row.service.as_dict()},
+            )
+        )
+    report.details.setdefault("batch", []).append({k: v for k, v in asdict(run).items() if k != "rows"})
 
 
-def print_table(results: list[Result]) -> None:
-    headers = ["scenario", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx", "sock err", "ratio to hello"]
+def transfer_line(scenario: str, kind: str, step: transfer.Step, ceiling: transfer.Step) -> Line:
+    ratio = step.rows_per_s / ceiling.rows_per_s if ceiling.rows_per_s else 0.0
+    peak_mb = step.peak_rss_kib * 1024 / MB
+    misses = ratio_misses(ratio, TRANSFER)
+    if TRANSFER.peak_mb is not None and peak_mb >= TRANSFER.peak_mb:
+        misses.append(f"peak {peak_mb:.0f} MB >= {TRANSFER.peak_mb:g} MB")
+    return Line(
+        f"{scenario}, {step.rows:,} rows",
+        kind,
+        f"{step.rows_per_s:,.0f} rows/s ({step.seconds:.0f} s), peak {peak_mb:.0f} MB",
+        f"{ceiling.what}: {ceiling.rows_per_s:,.0f} rows/s",
+        ratio,
+        TRANSFER.text(),
+        misses,
+        numbers={"step": step.as_dict(), "ceiling": ceiling.as_dict()},
+    )
+
+
+def transfer_store(kind: str, plan: Plan, data: DataFile, workdir: Path, report: Report) -> None:
+    """bench/transfer.py's `commprefs import` and `export` beside the raw driver's insert and select."""
+    opts = argparse.Namespace(pg_url=plan.pg_url, analyze=True)
+    run = transfer.StoreRun(store=kind, database="", rows=data.rows)
+    transfer.import_export(run, opts, workdir / "transfer", data, extras=False)
+    if plan.wants("import"):
+        transfer.raw_insert(run, opts, workdir / "transfer-raw", data)
+        assert run.import_full is not None and run.raw_insert is not None
+        report.lines.append(transfer_line("import", kind, run.import_full, run.raw_insert))
+    if plan.wants("export"):
+        assert run.export_full is not None and run.raw_select is not None
+        report.lines.append(transfer_line("export", kind, run.export_full, run.raw_select))
+    report.details.setdefault("transfer", []).append(run.as_dict())
+
+
+def bench(plan: Plan, load: Load | None, workdir: Path, report: Report) -> None:
+    """Every scenario of `plan`: the HTTP ceilings first, then store by store."""
+    tops: dict[str, WrkRun] = {}
+    if load is not None and plan.ceilings():
+        print("HTTP ceilings: bench/hello_app.py under uvicorn, as `commprefs serve` runs", flush=True)
+        tops = calls.ceilings(load, plan.phases, plan.ceilings(), workdir / "hello")
+        report.lines += ceiling_lines(tops)
+    data = None
+    if plan.wants("import", "export"):
+        print(f"generating {plan.rows:,} rows to import ...", flush=True)
+        data = write_csv(workdir / "statuses.csv", plan.rows)
+    for kind in plan.stores:
+        here = workdir / kind
+        print(f"== {kind} ==", flush=True)
+        if load is not None and plan.wants(*HTTP_SCENARIOS, "memory"):
+            http_store(SETUPS[kind], plan, load, tops, here, report)
+        if plan.wants("batch-write", "batch-read"):
+            batch_store(kind, plan, here, report)
+        if data is not None:
+            transfer_store(kind, plan, data, here, report)
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def markdown_table(lines: Sequence[Line]) -> str:
+    headers = ["scenario", "store", "result", "ceiling", "ratio", "target", "verdict"]
     rows = [
         [
-            r.scenario + (" !!" if r.flagged else ""),
-            f"{r.rps:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.requests:,}",
-            f"{r.non_2xx:,}",
-            f"{r.socket_errors:,}",
-            "-" if r.ratio_to_hello is None else f"{r.ratio_to_hello:.3f}",
+            line.scenario,
+            line.store,
+            line.result,
+            line.ceiling,
+            "-" if line.ratio is None else f"{line.ratio:.2f}",
+            line.target,
+            line.verdict,
         ]
-        for r in results
+        for line in lines
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
 
-    def line(cells: list[str]) -> str:
-        return " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-    print(line(headers))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(row) for row in rows)])
 
 
-# -- the run --------------------------------------------------------------------------------------
+def describe_machine(host: dict[str, Any], load: Load | None) -> str:
+    text = (
+        f"machine: {host['nproc']} CPUs ({host['cpu_model'] or 'unknown CPU'}), {host['implementation']} "
+        f"{host['python']}, {host['platform']}"
+    )
+    return text + (f"; load generator: {load.describe()}" if load else "")
+
+
+def print_report(report: Report, host: dict[str, Any], load: Load | None, elapsed: float, complete: bool) -> list[str]:
+    """The table and the notes under it; the misses (the exit status's reasons)."""
+    print()
+    if report.lines:
+        print(markdown_table(report.lines))
+        print()
+    print(describe_machine(host, load))
+    print(f"whole run: {elapsed / 60:.1f} min")
+    load_avg = host["loadavg_at_start"][0]
+    if load_avg > 0.5 * (host["nproc"] or 1):
+        print(f"!! load average was {load_avg} when the run started: other work on this machine skews these numbers")
+    missed = [f"{line.scenario} ({line.store}): {'; '.join(line.misses or [])}" for line in report.lines if line.missed]
+    missed += report.problems
+    informative = [line for line in report.lines if line.misses and not line.counted]
+    for line in informative:
+        print(f"informative, not counted: {line.scenario} ({line.store}): {'; '.join(line.misses or [])}")
+    for miss in missed:
+        print(f"MISSED: {miss}")
+    if report.lines and not missed and complete:
+        print("every target MET")
+    return missed
+
+
+def save(
+    report: Report, plan: Plan, host: dict[str, Any], load: Load | None, started: datetime, elapsed: float
+) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"suite-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    document = {
+        "started": started.isoformat(),
+        "seconds": round(elapsed, 1),
+        "plan": {**asdict(plan), "pg_url": batch.redact(plan.pg_url)},
+        "machine": host,
+        "load_generator": load.describe() if load else None,
+        "lines": [{**asdict(line), "verdict": line.verdict} for line in report.lines],
+        "problems": report.problems,
+        "details": report.details,
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    return out
+
+
+# -- the command ----------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Throughput and latency of commprefs' v3 API on SQLite, load from wrk, beside a hello-world app."
+        prog="bench/run",
+        description="Every commprefs benchmark on SQLite and PostgreSQL, each beside its ceiling measured in the "
+        "same run: the ratio, the target, MET or MISSED. Exit 0: all met; 1: some missed; 2: the run failed.",
     )
-    parser.add_argument("--duration", type=int, default=10, help="measured seconds per scenario (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warmup seconds per scenario, not counted (default 2)")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent HTTP connections (default 64)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help="short runs for development: 3 s, 100,000 rows, 15 s")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help=f"comma-separated scenarios to run (repeatable; default all): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument("--store", choices=[*STORES, "both"], default="both", help="database kind (default both)")
+    parser.add_argument("--duration", type=float, help="measured seconds per scenario (default 10; --quick 3)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds before each, not counted (default 3; quick 1)")
+    parser.add_argument("--memory-duration", type=float, help="seconds of sustained load (default 60; quick 15)")
+    parser.add_argument("--memory-warmup", type=float, help="seconds of it before sampling (default 10; quick 5)")
+    parser.add_argument("--rows", type=int, help="rows to import and export (default 1,000,000; quick 100,000)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--timeout", type=int, default=10, help="wrk per-request timeout in seconds (default 10)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin wrk to a CPU with taskset")
+    parser.add_argument("--pg-url", default=batch.DEFAULT_PG, help="PostgreSQL to create throwaway databases on")
     parser.add_argument(
         "--server-env",
         action="append",
@@ -287,166 +437,85 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for `commprefs serve`, e.g. COMMPREFS_LOG_LEVEL=warning (repeatable)",
     )
-    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/<timestamp>.json")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/suite-<timestamp>.json")
     opts = parser.parse_args(argv)
-    if opts.duration < 1:
-        parser.error("--duration must be at least 1 second")
-    if opts.warmup < 0:
-        parser.error("--warmup must be 0 (none) or more seconds")
-    if opts.threads < 1 or opts.connections < opts.threads:
-        parser.error("need --threads >= 1 and --connections >= --threads")
-    for item in opts.server_env:
-        if "=" not in item:
-            parser.error(f"--server-env wants KEY=VALUE, got {item!r}")
+    for key, value in (QUICK if opts.quick else FULL).items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
+    only = [name.strip() for item in opts.only for name in item.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    opts.only = only
+    if opts.duration < 1 or opts.warmup < 1 or opts.memory_duration < 3 or opts.memory_warmup < 0:
+        parser.error("need --duration >= 1, --warmup >= 1, --memory-duration >= 3 and --memory-warmup >= 0")
+    if opts.rows < 100 or opts.threads < 1 or opts.connections < opts.threads:
+        parser.error("need --rows >= 100, --threads >= 1 and --connections >= --threads")
+    if any("=" not in item for item in opts.server_env):
+        parser.error("--server-env wants KEY=VALUE")
     return opts
 
 
-def bench(opts: argparse.Namespace, workdir: Path) -> tuple[list[Result], dict[str, Any]]:
-    wrk = ensure_wrk()
-    base_env = clean_env()
-    results: list[Result] = []
-    info: dict[str, Any] = {"wrk": wrk_version(wrk)}
-
-    print("hello-world baseline (bench/hello_app.py)", flush=True)
-    hello_port = free_port()
-    hello = Server(
-        "hello",
-        [sys.executable, str(BENCH_DIR / "hello_app.py"), "--port", str(hello_port)],
-        base_env,
-        workdir,
-        hello_port,
+def make_plan(opts: argparse.Namespace) -> Plan:
+    return Plan(
+        scenarios=tuple(name for name in SCENARIOS if not opts.only or name in opts.only),
+        stores=STORES if opts.store == "both" else (opts.store,),
+        phases=Phases(opts.warmup, opts.duration, opts.memory_duration, opts.memory_warmup),
+        rows=opts.rows,
+        pg_url=opts.pg_url,
+        server_env=dict(item.split("=", 1) for item in opts.server_env),
     )
-    with running(hello, "/hello"):
-        args = ["hello", "/hello"]
-        results.append(
-            measure(wrk, opts, "hello", "GET /hello, FastAPI + uvicorn", hello.base, {"warmup": args, "measured": args})
-        )
-
-    db_path = workdir / "bench.db"
-    env = {**base_env, "COMMPREFS_DATABASE_URL": f"sqlite:///{db_path}"}
-    env.update(item.split("=", 1) for item in opts.server_env)
-    info["database"] = f"sqlite:///{db_path} (fresh)"
-    info["server_env"] = {k: v for k, v in env.items() if k.startswith("COMMPREFS_")}
-    print(f"commprefs serve on {env['COMMPREFS_DATABASE_URL']}", flush=True)
-    server = Server.commprefs("commprefs", env, workdir)
-    with running(server, "/healthz"):
-        token, portal_id = parse_banner(server.stdout())
-        sub_id = find_subscription_id(server.base, token)
-        info.update(portal_id=portal_id, subscription_id=sub_id)
-        print(f"  portal {portal_id}, subscription {sub_id!r} ({DEFINITION_NAME})", flush=True)
-
-        for scenario, path, prefix in WRITES:
-            url = f"{server.base}{V3}{path}"
-            preflight("POST", url, token, {"emailAddress": f"{prefix}-preflight@example.com", "subscriptionId": sub_id})
-            results.append(
-                measure(
-                    wrk,
-                    opts,
-                    scenario,
-                    f"POST {V3}{path}, a new address each request",
-                    url,
-                    {
-                        "warmup": ["write", f"{V3}{path}", token, sub_id, f"{prefix}-warm"],
-                        "measured": ["write", f"{V3}{path}", token, sub_id, f"{prefix}-run"],
-                    },
-                )
-            )
-
-        # Reads walk the addresses the measured subscribe run wrote (one stored status each).
-        written = results[-1].sent_per_thread
-        status_path = f"{V3}/status/email/"
-        preflight("GET", f"{server.base}{status_path}sub-run-t1-1@example.com", token, None, expect="SUBSCRIBED")
-        status_args = ["status", status_path, token, "sub-run", ",".join(str(n) for n in written)]
-        results.append(
-            measure(
-                wrk,
-                opts,
-                "v3 status",
-                f"GET {status_path}{{email}}, addresses written by the subscribe run",
-                server.base,
-                {"warmup": status_args, "measured": status_args},
-            )
-        )
-        info["server_log_tail"] = server.log_tail(5)
-
-    # Every 2xx write must have left its consent event (more may exist: warmups, preflights, and answers
-    # still in flight when wrk stopped counting).
-    write_names = {name for name, _, _ in WRITES}
-    writes_ok = sum(r.requests - r.non_2xx - r.socket_errors for r in results if r.scenario in write_names)
-    info["db"] = {
-        "consent_events": count_rows(db_path, "consent_event"),
-        "subscription_status_rows": count_rows(db_path, "subscription_status"),
-        "measured_2xx_writes": writes_ok,
-        "db_bytes": sum(p.stat().st_size for p in workdir.glob("bench.db*")),
-    }
-    hello_rps = results[0].rps
-    for r in results:
-        r.ratio_to_hello = round(r.rps / hello_rps, 4) if hello_rps else None
-    return results, info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
+    for sig in batch.INTERRUPTS:
         signal.signal(sig, interrupt)
-    started = datetime.now(UTC)
-    host = machine()
-    print(
-        f"commprefs bench: {opts.duration}s measured + {opts.warmup}s warmup per scenario, "
-        f"{opts.connections} connections, {opts.threads} wrk threads",
-        flush=True,
-    )
+    plan = make_plan(opts)
+    started, clock, host = datetime.now(UTC), time.perf_counter(), machine()
+    report = Report()
+    load = None
+    failure = None
     try:
+        check_postgres(plan)
+        needs_wrk = plan.wants("ceilings", *HTTP_SCENARIOS, "memory")
+        load = Load.make(opts.connections, opts.threads, opts.timeout, opts.pin) if needs_wrk else None
+        print(f"commprefs bench: {', '.join(plan.scenarios)} on {', '.join(plan.stores)}", flush=True)
+        print(describe_machine(host, load), flush=True)
         with tempfile.TemporaryDirectory(prefix="commprefs-bench-") as tmp:
-            results, info = bench(opts, Path(tmp))
+            bench(plan, load, Path(tmp), report)
     except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
+        failure = str(exc)
+    except Exception as exc:
+        traceback.print_exc()
+        failure = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
+        print("interrupted; servers stopped, databases dropped", file=sys.stderr)
         return 130
     finally:
         kill_leftovers()
-
-    print()
-    print_table(results)
-    print()
-    print(
-        f"machine: {host['nproc']} CPUs ({host['cpu_model'] or 'unknown CPU'}), "
-        f"{host['implementation']} {host['python']}, {host['platform']}; {info['wrk']}; "
-        "wrk and the server share these CPUs"
-    )
-    load = host["loadavg_at_start"][0]
-    if load > 0.5 * (host["nproc"] or 1):
-        print(f"!! load average was {load} when the run started: other work on this machine skews these numbers")
-    db = info["db"]
-    print(
-        f"database: {db['consent_events']:,} consent events, {db['subscription_status_rows']:,} status rows, "
-        f"{db['db_bytes'] / 1e6:.1f} MB (measured runs counted {db['measured_2xx_writes']:,} successful writes)"
-    )
-    if db["consent_events"] < db["measured_2xx_writes"]:
-        print("!! fewer consent events than acknowledged writes: acknowledged writes were lost", file=sys.stderr)
-    flagged = [r.scenario for r in results if r.flagged]
-    if flagged:
-        print(
-            f"!! FLAGGED: {', '.join(flagged)}: non-2xx responses or socket errors above "
-            f"{ERROR_SHARE_LIMIT:.0%} of requests (or no requests); these numbers are not valid",
-            file=sys.stderr,
-        )
-
+    elapsed = time.perf_counter() - clock
+    missed = print_report(report, host, load, elapsed, complete=failure is None)
     if not opts.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-        document = {
-            "started": started.isoformat(),
-            "options": {k: v for k, v in vars(opts).items() if k != "no_save"},
-            "machine": host,
-            "info": info,
-            "results": [asdict(r) for r in results],
-        }
-        out.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"results: {out.relative_to(ROOT)}")
-    return 1 if flagged or db["consent_events"] < db["measured_2xx_writes"] else 0
+        print(f"results: {save(report, plan, host, load, started, elapsed).relative_to(ROOT)}")
+    if failure is not None:
+        print(f"!! bench failed: {failure}", file=sys.stderr)
+        if report.lines:
+            print("!! the table holds what the run measured before it failed", file=sys.stderr)
+        return 2
+    return 1 if missed else 0
+
+
+def check_postgres(plan: Plan) -> None:
+    """Fail at once, not after the SQLite half, when the PostgreSQL server cannot be reached."""
+    if "postgresql" not in plan.stores:
+        return
+    try:
+        batch.pg_setting(plan.pg_url, "server_version")
+    except Exception as exc:
+        raise BenchError(f"cannot reach PostgreSQL at {batch.redact(plan.pg_url)}: {exc}") from exc
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import httpx
 
 from batch import DEFAULT_PG, INTERRUPTS, STORES, pg_analyze, pg_setting, postgres_database, psycopg_url, redact
 from procs import LIVE, ROOT, BenchError, Server, clean_env, interrupt, kill_leftovers, machine, running, spawn
-from transfer_raw import DataFile, postgres_insert, sqlite_insert, write_csv
+from transfer_raw import DataFile, postgres_insert, postgres_select, sqlite_insert, sqlite_select, write_csv
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -265,6 +265,7 @@ class StoreRun:
     import_tenth: Step | None = None
     export_tenth: Step | None = None
     raw_insert: Step | None = None
+    raw_select: Step | None = None
     analyzed_before_exports: bool = False
     postgres_autovacuum: str | None = None
 
@@ -290,7 +291,15 @@ class StoreRun:
         return problems
 
     def as_dict(self) -> dict[str, Any]:
-        steps = ("import_full", "export_full", "export_suppressed", "import_tenth", "export_tenth", "raw_insert")
+        steps = (
+            "import_full",
+            "export_full",
+            "export_suppressed",
+            "import_tenth",
+            "export_tenth",
+            "raw_insert",
+            "raw_select",
+        )
         return {
             "store": self.store,
             "database": self.database,
@@ -321,43 +330,72 @@ def settings(url: str) -> dict[str, str]:
 
 def bench_store(kind: str, opts: argparse.Namespace, workdir: Path, full: DataFile, tenth: DataFile) -> StoreRun:
     run = StoreRun(store=kind, database="", rows=full.rows)
-    with database(kind, workdir / "full", opts.pg_url) as url:
+    import_export(run, opts, workdir / "full", full, extras=True)
+    import_tenth(run, opts, workdir / "tenth", tenth)
+    raw_insert(run, opts, workdir / "raw", full)
+    return run
+
+
+def import_export(run: StoreRun, opts: argparse.Namespace, here: Path, data: DataFile, extras: bool) -> None:
+    """On a fresh database: `commprefs import` of `data`, `commprefs export` of it all, and the raw driver's
+    select of the same rows; with `extras`, the `--suppressed-only` export and both HTTP exports too."""
+    kind = run.store
+    with database(kind, here, opts.pg_url) as url:
         run.database = redact(url)
-        env, here = settings(url), workdir / "full"
+        env = settings(url)
         if kind == "postgresql":
             run.postgres_autovacuum = pg_setting(url, "autovacuum")
         portal_id = create_portal(env, here)
-        print(f"{kind}: {run.database}, portal {portal_id}: import {full.rows:,} rows ...", flush=True)
-        run.import_full = show(import_file(env, here, portal_id, full, "import"))
+        print(f"{kind}: {run.database}, portal {portal_id}: import {data.rows:,} rows ...", flush=True)
+        run.import_full = show(import_file(env, here, portal_id, data, "import"))
         if kind == "postgresql" and opts.analyze:
             pg_analyze(url)  # what autovacuum would have done after a million-row import
             run.analyzed_before_exports = True
-        run.export_full = show(export_file(env, here, portal_id, False, full.rows))
-        run.export_suppressed = show(export_file(env, here, portal_id, True, full.unsubscribed))
+        run.export_full = show(export_file(env, here, portal_id, False, data.rows))
+        if kind == "sqlite":
+            rows, seconds = sqlite_select(here / "commprefs.db", portal_id)
+        else:
+            rows, seconds = postgres_select(psycopg_url(url), portal_id)
+        if rows != data.rows:
+            raise BenchError(f"{kind}: the raw select read {rows:,} rows, not the {data.rows:,} imported")
+        run.raw_select = show(Step("raw select", rows, seconds, 0))
+        if not extras:
+            return
+        run.export_suppressed = show(export_file(env, here, portal_id, True, data.unsubscribed))
         server = Server.commprefs(f"{kind}-serve", env, here)
         with running(server, "/healthz"):
             token = commprefs(env, here, "token", "create", "--portal", str(portal_id), "--all-scopes")
-            for suppressed, expected in ((True, full.unsubscribed), (False, full.rows)):
+            for suppressed, expected in ((True, data.unsubscribed), (False, data.rows)):
                 run.http.append(show_http(http_export(server, token, suppressed, expected)))
-    with database(kind, workdir / "tenth", opts.pg_url) as url:
-        env, here = settings(url), workdir / "tenth"
+
+
+def import_tenth(run: StoreRun, opts: argparse.Namespace, here: Path, tenth: DataFile) -> None:
+    """The import and export again at a tenth of the size, on a fresh database: their memory must not grow."""
+    with database(run.store, here, opts.pg_url) as url:
+        env = settings(url)
         portal_id = create_portal(env, here)
-        print(f"{kind}: a fresh database, portal {portal_id}: import {tenth.rows:,} rows ...", flush=True)
+        print(f"{run.store}: a fresh database, portal {portal_id}: import {tenth.rows:,} rows ...", flush=True)
         run.import_tenth = show(import_file(env, here, portal_id, tenth, "import"))
-        if kind == "postgresql" and opts.analyze:
+        if run.store == "postgresql" and opts.analyze:
             pg_analyze(url)
         run.export_tenth = show(export_file(env, here, portal_id, False, tenth.rows))
-    with database(kind, workdir / "raw", opts.pg_url) as url:
-        env, here = settings(url), workdir / "raw"
+
+
+def raw_insert(run: StoreRun, opts: argparse.Namespace, here: Path, data: DataFile) -> None:
+    """The ceiling of the import: the plain driver inserting the same rows into a fresh database."""
+    with database(run.store, here, opts.pg_url) as url:
+        env = settings(url)
         commprefs(env, here, "migrate")
         portal_id = create_portal(env, here)
-        print(f"{kind}: a fresh database, portal {portal_id}: raw driver insert of {full.rows:,} rows ...", flush=True)
-        if kind == "sqlite":
-            seconds = sqlite_insert(here / "commprefs.db", portal_id, full.rows)
+        print(
+            f"{run.store}: a fresh database, portal {portal_id}: raw driver insert of {data.rows:,} rows ...",
+            flush=True,
+        )
+        if run.store == "sqlite":
+            seconds = sqlite_insert(here / "commprefs.db", portal_id, data.rows)
         else:
-            seconds = postgres_insert(psycopg_url(url), portal_id, full.rows)
-        run.raw_insert = show(Step("raw insert", full.rows, seconds, 0))
-    return run
+            seconds = postgres_insert(psycopg_url(url), portal_id, data.rows)
+        run.raw_insert = show(Step("raw insert", data.rows, seconds, 0))
 
 
 def show(step: Step) -> Step:
@@ -407,6 +445,7 @@ def table_rows(run: StoreRun) -> list[tuple[str, str]]:
     rows += [
         ("raw driver insert rows/s", rate(run.raw_insert)),
         ("raw insert / import", f"{run.ratio_raw_to_import:.2f}"),
+        ("raw driver select rows/s", rate(run.raw_select)),
     ]
     return rows
 

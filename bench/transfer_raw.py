@@ -1,5 +1,6 @@
 """The transfer benchmark's data: generated import records, written as a commprefs CSV file or inserted
-with the plain database driver (the ceiling an import is measured against)."""
+with the plain database driver (the ceiling an import is measured against), and read back with it (the
+ceiling of an export)."""
 
 import csv
 import random
@@ -264,3 +265,42 @@ def postgres_insert(url: str, portal_id: int, n: int) -> float:
             conn.commit()
             seconds += time.perf_counter() - started
         return seconds
+
+
+# -- plain driver selects -------------------------------------------------------------------------
+
+# What an export reads: a portal's rows of both tables, in the key order the exporter asks for.
+SELECTS = (
+    "SELECT * FROM subscription_status WHERE portal_id = {p} AND channel = {p} "
+    "ORDER BY portal_id, subscriber, channel, subscription_id",
+    "SELECT * FROM wide_status WHERE portal_id = {p} AND channel = {p} "
+    "ORDER BY portal_id, subscriber, channel, scope, business_unit_id",
+)
+
+
+def sqlite_select(path: Path, portal_id: int) -> tuple[int, float]:
+    """The rows an export reads, and the seconds the plain driver takes to fetch them, 2,000 at a time."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = 0
+        started = time.perf_counter()
+        for statement in SELECTS:
+            cursor = conn.execute(statement.format(p="?"), [portal_id, CHANNEL])
+            while batch := cursor.fetchmany(BATCH_ROWS):
+                rows += len(batch)
+        return rows, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def postgres_select(url: str, portal_id: int) -> tuple[int, float]:
+    """The same with psycopg, through a server-side cursor (as the exporter streams), 2,000 rows a fetch."""
+    with psycopg.connect(url) as conn:
+        rows = 0
+        started = time.perf_counter()
+        for i, statement in enumerate(SELECTS):
+            with conn.cursor(name=f"raw_export_{i}") as cursor:
+                cursor.execute(statement.format(p="%s"), [portal_id, CHANNEL])
+                while batch := cursor.fetchmany(BATCH_ROWS):
+                    rows += len(batch)
+        return rows, time.perf_counter() - started
