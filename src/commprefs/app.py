@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from commprefs import __version__, delivery, metrics
-from commprefs.api import admin, history, transfer, v3, v4, webhook_admin
+from commprefs.api import admin, history, openapi, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
 from commprefs.api.hot import HotPaths
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         "ip": SlidingWindow(settings.link_requests_per_ip),
     }
     install_error_handlers(app)
+    openapi.install(app)
     app.add_middleware(HotPaths, fastapi=app)
     app.add_middleware(
         RequestMiddleware,

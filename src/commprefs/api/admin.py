@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from commprefs import tenancy
 from commprefs.api.auth import AdminCaller, StoreDep
 from commprefs.api.responses import JSON
-from commprefs.api.wire import Text, definition_json
+from commprefs.api.wire import Id, IdPath, Text, definition_json
 from commprefs.clock import now_ms
 from commprefs.domain.errors import NotFound
 from commprefs.domain.model import BusinessUnit, Portal
@@ -32,7 +32,7 @@ class DefinitionCreate(_Body):
     description: Text = Field("", max_length=10_000)
     purpose: Text = Field("", max_length=200)
     communicationMethod: Text = Field("Email", max_length=50)
-    businessUnitId: int = Field(0, ge=0)
+    businessUnitId: Id = 0
     isInternal: StrictBool = False
     translations: list[TranslationIn] = Field(default_factory=list, max_length=200)
 
@@ -118,7 +118,7 @@ async def create_business_unit(body: BusinessUnitIn, caller: AdminCaller, store:
 
 
 @router.patch("/business-units/{unit_id}", summary="Rename a brand")
-async def rename_business_unit(unit_id: int, body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
+async def rename_business_unit(unit_id: IdPath, body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
     unit = await store.write(lambda tx: tenancy.rename_business_unit(tx, caller.portal_id, unit_id, body.name))
     return JSON(unit_json(unit))
 
@@ -149,7 +149,7 @@ async def create_definition(body: DefinitionCreate, caller: AdminCaller, store: 
 
 
 @router.get("/definitions/{definition_id}", summary="One subscription definition")
-async def get_definition(definition_id: int, caller: AdminCaller, store: StoreDep) -> Any:
+async def get_definition(definition_id: IdPath, caller: AdminCaller, store: StoreDep) -> Any:
     definition = await store.aread(lambda tx: tx.get_definition(caller.portal_id, definition_id))
     if definition is None:
         raise NotFound(f"subscription {definition_id} does not exist", field="subscriptionId")
@@ -157,7 +157,7 @@ async def get_definition(definition_id: int, caller: AdminCaller, store: StoreDe
 
 
 @router.patch("/definitions/{definition_id}", summary="Change a subscription definition")
-async def update_definition(definition_id: int, body: DefinitionUpdate, caller: AdminCaller, store: StoreDep) -> Any:
+async def update_definition(definition_id: IdPath, body: DefinitionUpdate, caller: AdminCaller, store: StoreDep) -> Any:
     definition = await store.write(
         lambda tx: tenancy.update_definition(
             tx,
@@ -177,7 +177,7 @@ async def update_definition(definition_id: int, body: DefinitionUpdate, caller: 
 
 
 @router.post("/definitions/{definition_id}/deactivate", summary="Archive a definition (statuses are kept)")
-async def deactivate_definition(definition_id: int, caller: AdminCaller, store: StoreDep) -> Any:
+async def deactivate_definition(definition_id: IdPath, caller: AdminCaller, store: StoreDep) -> Any:
     definition = await store.write(
         lambda tx: tenancy.update_definition(tx, caller.portal_id, definition_id, now=now_ms(), is_active=False)
     )
@@ -185,7 +185,7 @@ async def deactivate_definition(definition_id: int, caller: AdminCaller, store: 
 
 
 @router.delete("/definitions/{definition_id}/translations/{language}", summary="Remove one translation")
-async def delete_translation(definition_id: int, language: Language, caller: AdminCaller, store: StoreDep) -> Any:
+async def delete_translation(definition_id: IdPath, language: Language, caller: AdminCaller, store: StoreDep) -> Any:
     definition = await store.write(
         lambda tx: tenancy.remove_translation(tx, caller.portal_id, definition_id, language.lower(), now_ms())
     )

@@ -25,12 +25,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from commprefs.api.auth import authenticate
+from commprefs.api.wire import INT64_MAX
 from commprefs.domain.enums import Channel
 from commprefs.domain.model import TokenInfo
 
 BASE = "/communication-preferences/"
 CHANNELS = frozenset(c.value for c in Channel)
-MAX_BUSINESS_UNIT = 2**63 - 1
 
 ScopeCheck = Callable[[TokenInfo], Awaitable[TokenInfo]]
 
@@ -82,7 +82,7 @@ def status_query(query: str) -> dict[str, Any]:
     ):
         raise Delegate
     unit = values.get("businessUnitId")
-    if unit is not None and not (unit.isascii() and unit.isdigit() and int(unit) <= MAX_BUSINESS_UNIT):
+    if unit is not None and not (unit.isascii() and unit.isdigit() and int(unit) <= INT64_MAX):
         raise Delegate
     return {"channel": Channel(values["channel"]), "businessUnitId": None if unit is None else int(unit)}
 

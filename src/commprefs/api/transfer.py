@@ -25,7 +25,7 @@ from commprefs import consent
 from commprefs.api.auth import AdminCaller, StoreDep, require_scope
 from commprefs.api.errors import ApiError, field_error
 from commprefs.api.responses import JSON
-from commprefs.api.wire import ObjectId, no_nul
+from commprefs.api.wire import INT64_MAX, ObjectId, no_nul
 from commprefs.clock import iso, now_ms
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope, Source
@@ -221,14 +221,24 @@ async def _job(store: Store, caller: TokenInfo, import_id: str) -> Any:
     return row
 
 
-@router.get("/exports/statuses", summary="Every status and opt-out from all, streamed as CSV or JSON lines")
+@router.get(
+    "/exports/statuses",
+    summary="Every status and opt-out from all, streamed as CSV or JSON lines",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The rows, streamed: CSV (`format=csv`) or JSON lines (`format=jsonl`).",
+            "content": {media.split(";")[0]: {"schema": {"type": "string"}} for media in exporter.MEDIA_TYPES.values()},
+        }
+    },
+)
 async def export_statuses(
     caller: ExportCaller,
     store: StoreDep,
     format: Annotated[ExportFormat, Query(description="csv (commprefs' import format) or jsonl.")] = ExportFormat.CSV,
     suppressedOnly: Annotated[bool, Query(description="Only unsubscribes and opt-outs from all.")] = False,
-    businessUnitId: Annotated[int | None, Query(ge=0, lt=2**63)] = None,
-    subscriptionId: Annotated[int | None, Query(ge=0, lt=2**63)] = None,
+    businessUnitId: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    subscriptionId: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> Any:
     """With `suppressedOnly=true&subscriptionId=X`: everyone who must not get email X (their
     unsubscribes from X, and the portal-wide and X's brand-wide opt-outs). Erased addresses are

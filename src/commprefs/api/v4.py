@@ -13,6 +13,7 @@ from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
 from commprefs.api.v3 import api_actor
 from commprefs.api.wire import (
+    INT64_MAX,
     SubscriptionId,
     Text,
     batch_error,
@@ -35,7 +36,9 @@ LinksCaller = Annotated[
     TokenInfo, Depends(require_scopes(frozenset({Scope.READ, Scope.WRITE}), frozenset({Scope.READ_WRITE})))
 ]
 ChannelQuery = Annotated[Channel, Query(description="The channel: EMAIL.")]
-BusinessUnitQuery = Annotated[int | None, Query(ge=0, description="A brand; without it, the whole portal.")]
+BusinessUnitQuery = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="A brand; without it, the whole portal.")
+]
 VerboseQuery = Annotated[bool, Query(description="Return the affected statuses.")]
 
 
@@ -192,7 +195,7 @@ async def generate_links(
     request: Request,
     caller: LinksCaller,
     store: StoreDep,
-    businessUnitId: Annotated[int, Query(ge=0, description="The brand whose pages the links open.")] = 0,
+    businessUnitId: Annotated[int, Query(ge=0, le=INT64_MAX, description="The brand whose pages the links open.")] = 0,
 ) -> Any:
     """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
     single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import Path as PathParam
-from pydantic import AfterValidator, BeforeValidator, StrictStr
+from pydantic import AfterValidator, BeforeValidator, Field, StrictStr
 
 from commprefs.api.errors import CATEGORY_BY_STATUS, domain_status
 from commprefs.clock import iso, now_ms
@@ -23,6 +23,10 @@ def no_nul(value: str) -> str:
 
 # Every free-text field of a request body: a JSON string, without NUL characters.
 Text = Annotated[StrictStr, AfterValidator(no_nul)]
+# Numeric ids (definitions, brands) in bodies and paths (queries: le=INT64_MAX): the stores keep 64-bit integers, so a
+# larger number cannot name anything and is refused as input (it reached the driver as a 500 before).
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+IdPath = Annotated[int, PathParam(ge=0, le=INT64_MAX)]
 # The ids commprefs hands out (ep_..., imp_...) in paths: anything else cannot name one.
 ObjectId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
