@@ -9,6 +9,7 @@ import anyio.to_thread
 from sqlalchemy import Engine
 
 from commprefs.store.cache import PortalCache
+from commprefs.store.checkpoint import Checkpointer
 from commprefs.store.engine import make_engine
 from commprefs.store.migrate import migrate
 from commprefs.store.repo import Tx
@@ -34,6 +35,7 @@ class Store:
         self._writer: Writer | None = None
         self._sync_writer_engine: Engine | None = None
         self._read_limiter: anyio.CapacityLimiter | None = None
+        self._checkpointer: Checkpointer | None = None
 
     @property
     def dialect(self) -> str:
@@ -63,7 +65,12 @@ class Store:
 
     async def write(self, work: Callable[[Tx], T]) -> T:
         if self._writer is None:
-            self._writer = Writer(make_engine(self.url, writer=True, pool_size=1), self.cache)
+            database = self.engine.url.database if self.dialect == "sqlite" else None
+            on_file = database not in (None, "", ":memory:")
+            engine = make_engine(self.url, writer=True, pool_size=1, autocheckpoint=not on_file)
+            self._writer = Writer(engine, self.cache)
+            if on_file:
+                self._checkpointer = Checkpointer(str(database))
         return await self._writer.submit(work)
 
     @contextmanager
@@ -81,6 +88,9 @@ class Store:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._sync_writer_engine is not None:
             self._sync_writer_engine.dispose()
         self.engine.dispose()

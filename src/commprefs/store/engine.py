@@ -19,10 +19,11 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, writer: bool = False, pool_size: int = 5, autocheckpoint: bool = True) -> Engine:
+    """`autocheckpoint=False` (SQLite): no WAL checkpoints inside commits; a Checkpointer runs them."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, writer=writer)
+        return _sqlite_engine(url, writer=writer, autocheckpoint=autocheckpoint)
     # psycopg prepares a statement after a few runs, and PostgreSQL may then switch it to a generic
     # plan: for the 1,000-address IN lists of batches that plan scans the whole portal (seconds a
     # call on a table without statistics). Custom plans keep each lookup on the primary key.
@@ -35,7 +36,7 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine
     )
 
 
-def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+def _sqlite_engine(url: str, *, writer: bool, autocheckpoint: bool) -> Engine:
     # Readers run in worker threads (up to 40 in anyio's pool): keep that many connections open,
     # or each read past the pool's size opens and closes a connection (and its PRAGMAs) anew.
     engine = create_engine(
@@ -54,6 +55,8 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
