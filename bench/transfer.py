@@ -2,6 +2,7 @@
 which must stay flat) beside the store's raw bulk-insert ceiling, on SQLite and/or PostgreSQL."""
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -50,8 +51,8 @@ SUMMARY = re.compile(
 
 @dataclass
 class Child:
-    """A finished `commprefs` command: its wall time and its peak resident memory (the kernel's
-    ru_maxrss of that process, read when it is reaped)."""
+    """A finished `commprefs` command: its wall time and its peak resident memory (its own VmHWM,
+    read every 20 ms while it runs: ru_maxrss would also count this process's memory at the fork)."""
 
     returncode: int
     seconds: float
@@ -69,12 +70,14 @@ def run_measured(argv: Sequence[str], env: dict[str, str], workdir: Path, name: 
         proc = spawn(argv, stdout=out, stderr=err, env=env, cwd=workdir)
     shown = 0
     last_echo = started
+    peak_kib = 0
     while True:
-        # wait4, not Popen.wait: it hands over the child's own resource usage.
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
         if pid:
             seconds = time.perf_counter() - started
             break
+        with contextlib.suppress(OSError, BenchError):  # gone between the two calls, or a zombie
+            peak_kib = max(peak_kib, proc_status_kib(proc.pid, "VmHWM"))
         time.sleep(0.02)
         if echo and time.perf_counter() - last_echo > 1:
             shown, last_echo = echo_lines(err_path, shown), time.perf_counter()
@@ -82,9 +85,7 @@ def run_measured(argv: Sequence[str], env: dict[str, str], workdir: Path, name: 
     LIVE.discard(proc)
     if echo:
         echo_lines(err_path, shown)
-    return Child(
-        proc.returncode, seconds, usage.ru_maxrss, out_path.read_text(errors="replace"), err_path.read_text("utf-8")
-    )
+    return Child(proc.returncode, seconds, peak_kib, out_path.read_text(errors="replace"), err_path.read_text("utf-8"))
 
 
 def echo_lines(path: Path, offset: int) -> int:
@@ -547,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(flatness_line(run))
     print(
         f"machine: {host['nproc']} CPUs ({host['cpu_model'] or 'unknown CPU'}), Python {host['python']}; "
-        f"whole run {elapsed / 60:.1f} min. Peak RSS: each command's own process (ru_maxrss); the raw insert "
+        f"whole run {elapsed / 60:.1f} min. Peak RSS: each command's own process (VmHWM); the raw insert "
         "counts database time only, in this process"
     )
     for run in runs:
