@@ -7,6 +7,7 @@ Exit status: 0 when every target is met, 1 when some are missed, 2 when the benc
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -316,6 +317,7 @@ def bench(plan: Plan, load: Load | None, workdir: Path, report: Report) -> None:
     if plan.wants("import", "export"):
         print(f"generating {plan.rows:,} rows to import ...", flush=True)
         data = write_csv(workdir / "statuses.csv", plan.rows)
+        os.sync()  # its writeback would otherwise compete with the first scenarios' fsyncs
     for kind in plan.stores:
         here = workdir / kind
         print(f"== {kind} ==", flush=True)
