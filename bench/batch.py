@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import functools
-import io
 import itertools
 import json
 import secrets
@@ -37,7 +36,18 @@ from commprefs.domain.model import Actor
 from commprefs.store import Store
 from commprefs.store.engine import make_engine
 from commprefs.store.schema import consent_event, subscription_status, wide_status
-from procs import ROOT, BenchError, Server, clean_env, interrupt, kill_leftovers, machine, parse_banner, running
+from procs import (
+    INTERRUPTS,
+    ROOT,
+    BenchError,
+    Server,
+    clean_env,
+    kill_leftovers,
+    machine,
+    parse_banner,
+    prepare_output_and_signals,
+    running,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -53,7 +63,6 @@ MAX_FAILURES = 20
 CHANGED = SetStatusReason.REQUESTED_CHANGE_OCCURRED.value
 STORES = ("sqlite", "postgresql")
 SCENARIOS = ("batch write", "batch read")
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def find_subscription_id(base: str, token: str) -> int:
@@ -696,10 +705,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
-    for sig in INTERRUPTS:
-        signal.signal(sig, interrupt)
+    prepare_output_and_signals()
     started = datetime.now(UTC)
     host = machine()
     kinds = STORES if opts.store == "both" else (opts.store,)

@@ -1,5 +1,6 @@
 """Subprocesses for the benchmarks: servers in sessions of their own, always stopped on the way out."""
 
+import io
 import os
 import platform
 import re
@@ -29,9 +30,21 @@ class BenchError(Exception):
 LIVE: set[subprocess.Popen[Any]] = set()
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def interrupt(_signum: int, _frame: FrameType | None) -> None:
     """A signal handler that turns SIGTERM/SIGHUP into the KeyboardInterrupt the scripts clean up on."""
     raise KeyboardInterrupt
+
+
+def prepare_output_and_signals() -> None:
+    """Each bench's start: progress shows as it happens, piped or not, and SIGTERM/SIGHUP end the run
+    through the same clean-up as Ctrl-C."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    for sig in INTERRUPTS:
+        signal.signal(sig, interrupt)
 
 
 def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:

@@ -5,10 +5,8 @@ Exit status: 0 when every target is met, 1 when some are missed, 2 when the benc
 """
 
 import argparse
-import io
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -23,7 +21,7 @@ import batch
 import calls
 import transfer
 from calls import Phases, Service
-from procs import ROOT, BenchError, interrupt, kill_leftovers, machine
+from procs import ROOT, BenchError, kill_leftovers, machine, prepare_output_and_signals
 from transfer_raw import DataFile, write_csv
 from wrk import Load, WrkRun
 
@@ -471,10 +469,7 @@ def make_plan(opts: argparse.Namespace) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
-    for sig in batch.INTERRUPTS:
-        signal.signal(sig, interrupt)
+    prepare_output_and_signals()
     plan = make_plan(opts)
     started, clock, host = datetime.now(UTC), time.perf_counter(), machine()
     report = Report()

@@ -3,11 +3,9 @@ which must stay flat) beside the store's raw bulk-insert ceiling, on SQLite and/
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,8 +19,19 @@ from typing import Any
 
 import httpx
 
-from batch import DEFAULT_PG, INTERRUPTS, STORES, pg_analyze, pg_setting, postgres_database, psycopg_url, redact
-from procs import LIVE, ROOT, BenchError, Server, clean_env, interrupt, kill_leftovers, machine, running, spawn
+from batch import DEFAULT_PG, STORES, pg_analyze, pg_setting, postgres_database, psycopg_url, redact
+from procs import (
+    LIVE,
+    ROOT,
+    BenchError,
+    Server,
+    clean_env,
+    kill_leftovers,
+    machine,
+    prepare_output_and_signals,
+    running,
+    spawn,
+)
 from transfer_raw import DataFile, postgres_insert, postgres_select, sqlite_insert, sqlite_select, write_csv
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -510,10 +519,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, piped or not
-    for sig in INTERRUPTS:
-        signal.signal(sig, interrupt)
+    prepare_output_and_signals()
     started = datetime.now(UTC)
     clock = time.perf_counter()
     host = machine()
