@@ -5,6 +5,7 @@ every API call runs (the subscriber load, single-row writes on SQLite) are hande
 cursor, compiled once: SQLAlchemy's per-execution work cost more than the database's.
 """
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -479,12 +480,13 @@ class Tx:
     def _driver_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of `sql` run on the driver's own cursor, inside this transaction: for the statements
         every request runs, where SQLAlchemy's result machinery costs more than the query."""
-        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with self._driver_cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
-        finally:
-            cursor.close()
+
+    def _driver_cursor(self) -> Any:
+        """A cursor of the driver's connection under this transaction, closed after the block."""
+        return contextlib.closing(self.conn.connection.dbapi_connection.cursor())  # type: ignore[union-attr]
 
     def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
         """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, for many rows at once."""
@@ -519,11 +521,8 @@ class Tx:
             params: list[Any] = [tuple(row[k] for k in order) for row in rows]
         else:
             params = list(rows)
-        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with self._driver_cursor() as cursor:
             cursor.executemany(compiled.string, params)
-        finally:
-            cursor.close()
 
     # -- idempotency keys -------------------------------------------------------------------
 
