@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from commprefs import __version__, delivery, metrics
 from commprefs.api import admin, history, openapi, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
-from commprefs.api.hot import HotPaths
 from commprefs.api.idempotency import purge_expired_keys
-from commprefs.api.middleware import RequestMiddleware
+from commprefs.api.pipeline import Pipeline
 from commprefs.api.ratelimit import limiter_for
 from commprefs.api.responses import JSON
 from commprefs.config import Settings, get_settings
@@ -39,7 +39,25 @@ def calm_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+class App(FastAPI):
+    """FastAPI for declaring routes, building the document and running the lifespan; every HTTP request
+    takes the one lean path of api/pipeline.py instead of FastAPI's middleware stack and router."""
+
+    pipeline: Pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.pipeline(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def add_routes(self, router: APIRouter) -> None:
+        """`router`'s routes as the app's own (their paths carry the router's prefix): one flat list, which
+        the pipeline indexes, instead of FastAPI's nested included routers."""
+        self.router.routes.extend(router.routes)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> App:
     """The app for `settings`; a given `store` is used as is and left open on shutdown."""
     settings = settings or get_settings()
     owns_store = store is None
@@ -62,7 +80,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if owns_store:
             app_store.close()
 
-    app = FastAPI(
+    app = App(
         title="commprefs",
         version=__version__,
         description="HubSpot's Communication Preferences API, self-hosted.",
@@ -80,28 +98,27 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     }
     install_error_handlers(app)
     openapi.install(app)
-    app.add_middleware(HotPaths, fastapi=app)
-    app.add_middleware(
-        RequestMiddleware,
+    app.pipeline = Pipeline(
+        app,
         max_body_bytes=settings.max_body_bytes,
         log_pii=settings.log_pii,
         large_bodies={transfer.IMPORTS_PATH: settings.import_max_bytes},
     )
 
     base = "/communication-preferences"
-    app.include_router(v3.router(f"{base}/v3", with_definitions=True))
-    app.include_router(v4.router(f"{base}/v4"))
+    app.add_routes(v3.router(f"{base}/v3", with_definitions=True))
+    app.add_routes(v4.router(f"{base}/v4"))
     # The dated versions serve the same handlers: 2026-03 carries v4; 2025-09 and 2026-09 add
     # the v3-shaped status operations and resubscribe.
-    app.include_router(v4.router(f"{base}/2026-03"))
+    app.add_routes(v4.router(f"{base}/2026-03"))
     for version in ("2025-09", "2026-09"):
-        app.include_router(v4.router(f"{base}/{version}"))
-        app.include_router(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
-    app.include_router(admin.router)
-    app.include_router(history.router)
-    app.include_router(webhook_admin.router)
-    app.include_router(transfer.router)
-    app.include_router(pages.router())
+        app.add_routes(v4.router(f"{base}/{version}"))
+        app.add_routes(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
+    app.add_routes(admin.router)
+    app.add_routes(history.router)
+    app.add_routes(webhook_admin.router)
+    app.add_routes(transfer.router)
+    app.add_routes(pages.router())
 
     @app.get("/robots.txt", include_in_schema=False)
     async def robots() -> Response:

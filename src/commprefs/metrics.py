@@ -1,4 +1,4 @@
-"""Prometheus metrics beyond the per-request ones of api/middleware.py, and the /metrics exposition.
+"""Prometheus metrics beyond the per-request ones of api/pipeline.py, and the /metrics exposition.
 
 With `serve --workers N` (N > 1) the processes write their values to files in a directory that
 `serve` creates and names in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode): any

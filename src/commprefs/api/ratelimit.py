@@ -46,7 +46,7 @@ TEN_SECONDLY = "TEN_SECONDLY_ROLLING"
 DAILY = "DAILY"
 DAY_MS = 86_400_000
 # request.scope["state"] key of the headers for this call; set once, so a second `authenticate` of the
-# same request (the fast path handing it on to FastAPI) counts nothing more.
+# same request (a lean route handing it on to FastAPI's handler) counts nothing more.
 STATE_KEY = "rate_limit_headers"
 PURGE_EVERY_S = 60.0
 RETRY_DATABASE_AFTER_S = 1.0

@@ -26,7 +26,7 @@ from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse, Response
 
 from commprefs import consent, links
-from commprefs.api.middleware import log_unhandled
+from commprefs.api.pipeline import log_unhandled
 from commprefs.clock import now_ms
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Source, Status

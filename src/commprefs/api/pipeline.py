@@ -1,0 +1,198 @@
+"""The one request path: request id, body cap, routing (api/routing.py), HubSpot-shaped errors, metrics and the
+access log, in one ASGI callable with no layers of middleware around it.
+
+Every HTTP request comes here; lifespan events go to FastAPI. Errors are answered by the app's own exception
+handlers (api/errors.py), picked by the exception's class as FastAPI would pick them; anything they do not
+know is logged once and answered with HubSpot's 500 body on a connection that stays open.
+
+The access log names the route template (`/status/email/{emailAddress}`), not the raw path, so no email
+address reaches the logs unless the operator sets COMMPREFS_LOG_PII.
+"""
+
+import inspect
+import logging
+import random
+import time
+import traceback
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from commprefs.api.errors import error_response
+from commprefs.api.ratelimit import STATE_KEY as RATE_LIMIT_HEADERS
+from commprefs.api.routing import Router
+
+access_log = logging.getLogger("commprefs.access")
+log = logging.getLogger("commprefs.api")
+
+REQUESTS = Counter("commprefs_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "commprefs_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+_MAX_SERIES = 10_000
+
+
+class Pipeline:
+    def __init__(
+        self, app: FastAPI, *, max_body_bytes: int, log_pii: bool, large_bodies: dict[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.log_pii = log_pii
+        # Paths that take files (imports) have their own, larger cap.
+        self.large_bodies = large_bodies or {}
+        self._router: Router | None = None
+        # prometheus_client's labels() takes a lock and hashes its arguments: each series is looked up once.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    @property
+    def router(self) -> Router:
+        """Built on the first request, and again if routes were added since (tests add some)."""
+        routes = self.app.router.routes
+        if self._router is None or self._router.index.size != len(routes):
+            self._router = Router(routes)
+        return self._router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        # Not uuid4: its os.urandom call was a tenth of a hot request's time. A request id needs to be
+        # unique, not unguessable; the random module is seeded from os.urandom in each process.
+        request_id = f"{random.getrandbits(128):032x}"
+        scope["app"] = self.app
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        started_response = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status = message["status"]
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                limits = state.get(RATE_LIMIT_HEADERS)
+                if limits:
+                    headers.extend(limits)
+            await send(message)
+
+        declared = _content_length(scope)
+        limit = self.large_bodies.get(scope["path"], self.max_body_bytes)
+        if declared is not None and declared > limit:
+            await error_response(None, 413, f"Request body exceeds {limit} bytes")(scope, receive, send_with_id)
+        else:
+            try:
+                await self._dispatch(scope, self._capped(receive, limit), send_with_id)
+            except Exception as exc:
+                response = await self._handled(scope, receive, exc)
+                if started_response:
+                    log_unhandled(exc, request_id, self.log_pii)
+                else:
+                    await response(scope, receive, send_with_id)
+        self._observe(scope, request_id, status, time.perf_counter() - started)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router = self.router
+        found = router.index.match(scope)
+        if found is None:
+            await self._not_found(scope, receive, send)
+            return
+        route, _, child_scope = found
+        scope.update(child_scope)
+        await router.operation(route)(scope, receive, send)
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A 404, or a redirect to the same path with or without its trailing slash where that one exists."""
+        path: str = scope["path"]
+        if path != "/":
+            other = path.rstrip("/") if path.endswith("/") else path + "/"
+            if self.router.index.match(scope, other) is not None:
+                await RedirectResponse(url=str(URL(scope={**scope, "path": other})))(scope, receive, send)
+                return
+        raise HTTPException(404)
+
+    async def _handled(self, scope: Scope, receive: Receive, exc: Exception) -> Response:
+        """The app's answer to `exc`: its exception handler's, picked as FastAPI picks it, else a logged 500."""
+        handlers = self.app.exception_handlers
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
+            handler = handlers.get(cls)
+            if handler is not None:
+                answer = handler(Request(scope, receive), exc)  # ours are all async
+                assert inspect.isawaitable(answer)
+                response: Response = await answer
+                return response
+        log_unhandled(exc, scope["state"]["request_id"], self.log_pii)
+        return error_response(None, 500, "Internal error")
+
+    def _capped(self, receive: Receive, limit: int) -> Receive:
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"Request body exceeds {limit} bytes")
+            return message
+
+        return capped_receive
+
+    def _observe(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        route: Any = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        counter = self._counters.get((method, template, status))
+        if counter is None:
+            if len(self._counters) >= _MAX_SERIES:
+                self._counters.clear()
+            counter = self._counters[(method, template, status)] = REQUESTS.labels(method, template, str(status))
+        counter.inc()
+        histogram = self._histograms.get((method, template))
+        if histogram is None:
+            if len(self._histograms) >= _MAX_SERIES:
+                self._histograms.clear()
+            histogram = self._histograms[(method, template)] = LATENCY.labels(method, template)
+        histogram.observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"] if self.log_pii else template,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                },
+            )
+
+
+def log_unhandled(exc: Exception, request_id: str, log_pii: bool) -> None:
+    """The error's type and stack; its message (which may hold an address) only with log_pii."""
+    if log_pii:
+        log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+        return
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled error", extra={"request_id": request_id, "error": type(exc).__name__, "stack": frames})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,266 @@
+"""Routing: every request finds its route through one index of the app's routes, and most routes are served
+by a direct call compiled from their FastAPI declaration.
+
+Routes are declared once, as FastAPI routes (path, parameters, body model, scope dependency, summary): that
+declaration builds the OpenAPI document and is the only table of paths. At start-up it is compiled twice over:
+- `RouteIndex`: a tree of the paths' static segments. A request walks it segment by segment and tries only the
+  routes whose static start matches its path, in declaration order, with the route's own `matches`; the cost
+  does not grow with the number of routes (FastAPI tries every route in turn: the 200th cost 600 µs).
+- `Operation`: how a route is called. A route whose parameters are path and query parameters, one JSON body
+  model, the request and async dependencies of the same kinds (the token and scope checks) is `lean`: its
+  dependencies, parameters and body are resolved by a plan made once, with FastAPI's own validators of those
+  parameters, and its endpoint is called directly. Anything else (forms, file responses, status codes set on
+  the route, ...) goes through the route's own FastAPI handler. A lean route hands a request to that handler
+  too when its body is not JSON or does not validate, so FastAPI words every body error as it always did.
+"""
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# -- the index --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    routes: list[tuple[int, BaseRoute]] = field(default_factory=list)
+    children: dict[str, "_Node"] = field(default_factory=dict)
+
+
+def static_segments(path: str) -> list[str]:
+    """The segments of a route's path before its first parameter (`/a/b/{c}/d` -> a, b)."""
+    segments = path.split("/")[1:]
+    for n, segment in enumerate(segments):
+        if "{" in segment:
+            return segments[:n]
+    return segments
+
+
+class RouteIndex:
+    """The routes by the static start of their paths; `candidates` keeps their declaration order."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self.root = _Node()
+        self.size = 0
+        for order, route in enumerate(routes):
+            node = self.root
+            for segment in static_segments(getattr(route, "path", "") or ""):
+                node = node.children.setdefault(segment, _Node())
+            node.routes.append((order, route))
+            self.size += 1
+
+    def candidates(self, path: str) -> list[BaseRoute]:
+        found = list(self.root.routes)
+        node: _Node | None = self.root
+        for segment in path.split("/")[1:]:
+            node = node.children.get(segment) if node is not None else None
+            if node is None:
+                break
+            found += node.routes
+        if len(found) > 1:
+            found.sort(key=lambda entry: entry[0])
+        return [route for _, route in found]
+
+    def match(self, scope: Scope, path: str | None = None) -> tuple[BaseRoute, Match, Scope] | None:
+        """The route a request goes to, as Starlette's router picks it: the first full match, else the first
+        partial one (the path matches, the method does not: a 405)."""
+        if path is not None:
+            scope = {**scope, "path": path}
+        partial: tuple[BaseRoute, Match, Scope] | None = None
+        for route in self.candidates(scope["path"]):
+            matched, child_scope = route.matches(scope)
+            if matched is Match.FULL:
+                return route, matched, child_scope
+            if matched is Match.PARTIAL and partial is None:
+                partial = (route, matched, child_scope)
+        return partial
+
+
+# -- how a route is called ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One async dependency of a lean route, with its own dependencies (resolved once per request)."""
+
+    call: Callable[..., Awaitable[Any]]
+    request_name: str | None
+    needs: tuple[tuple[str, "Dependency"], ...]
+
+    async def resolve(self, request: Request, cache: dict[Any, Any]) -> Any:
+        if self.call in cache:
+            return cache[self.call]
+        kwargs = {name: await dependency.resolve(request, cache) for name, dependency in self.needs}
+        if self.request_name is not None:
+            kwargs[self.request_name] = request
+        value = await self.call(**kwargs)
+        cache[self.call] = value
+        return value
+
+
+def _only_request_and_dependencies(dependant: Dependant) -> bool:
+    return not (
+        dependant.header_params
+        or dependant.cookie_params
+        or dependant.response_param_name
+        or dependant.background_tasks_param_name
+        or dependant.websocket_param_name
+        or dependant.http_connection_param_name
+        or dependant.security_scopes_param_name
+    )
+
+
+def _dependency(dependant: Dependant) -> Dependency | None:
+    """The plan of a dependency that takes only the request and other such dependencies; None otherwise."""
+    call = dependant.call
+    if (
+        call is None
+        or not inspect.iscoroutinefunction(call)
+        or dependant.path_params
+        or dependant.query_params
+        or dependant.body_params
+        or not _only_request_and_dependencies(dependant)
+    ):
+        return None
+    needs = _dependencies(dependant.dependencies)
+    return None if needs is None else Dependency(call, dependant.request_param_name, needs)
+
+
+def _dependencies(dependants: Sequence[Dependant]) -> tuple[tuple[str, Dependency], ...] | None:
+    planned = []
+    for dependant in dependants:
+        plan = _dependency(dependant)
+        if plan is None or dependant.name is None:
+            return None
+        planned.append((dependant.name, plan))
+    return tuple(planned)
+
+
+class Operation:
+    """A route and how it is served: `lean` (see the module's docstring) or through FastAPI's handler."""
+
+    def __init__(self, route: BaseRoute) -> None:
+        self.route = route
+        # FastAPI's own handler, with the exit stack its handlers expect (files, dependencies with yield).
+        self.framework: ASGIApp = AsyncExitStackMiddleware(route.handle)
+        self.lean = False
+        if isinstance(route, APIRoute):
+            self._plan(route)
+
+    def _plan(self, route: APIRoute) -> None:
+        dependant = route.dependant
+        needs = _dependencies(dependant.dependencies)
+        body_model = _body_model(route)
+        if (
+            needs is None
+            # A route class of its own (the contact pages') has its own handler: it keeps it.
+            or type(route).get_route_handler is not APIRoute.get_route_handler
+            or not inspect.iscoroutinefunction(route.endpoint)
+            or not _only_request_and_dependencies(dependant)
+            or (dependant.body_params and body_model is None)
+            or route.status_code is not None
+            or route.response_model not in (None, Any)
+        ):
+            return
+        self.lean = True
+        self.endpoint = route.endpoint
+        # What FastAPI answers an endpoint's plain value with (no response model: its JSON as is).
+        response_class = route.response_class
+        self.response_class: type[Response] = (
+            response_class.value if isinstance(response_class, DefaultPlaceholder) else response_class
+        )
+        self.needs = needs
+        self.request_name = dependant.request_param_name
+        self.path_fields = dependant.path_params
+        self.query_fields = dependant.query_params
+        self.body_model = body_model
+        self.body_name = dependant.body_params[0].name if body_model is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.lean:
+            await self.framework(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        kwargs: dict[str, Any] = {}
+        if self.body_model is not None:
+            if not _is_json(scope):
+                await self.framework(scope, receive, send)
+                return
+            body = await request.body()
+            try:
+                kwargs[self.body_name or "body"] = self.body_model.model_validate_json(body)
+            except ValidationError:  # FastAPI words the error, from the same model
+                await self.framework(scope, _replay(body, receive), send)
+                return
+        cache: dict[Any, Any] = {}
+        for name, dependency in self.needs:
+            kwargs[name] = await dependency.resolve(request, cache)
+        if self.request_name is not None:
+            kwargs[self.request_name] = request
+        values, errors = request_params_to_args(self.path_fields, scope["path_params"])
+        kwargs.update(values)
+        if self.query_fields:
+            values, query_errors = request_params_to_args(self.query_fields, QueryParams(scope["query_string"]))
+            kwargs.update(values)
+            errors += query_errors
+        if errors:
+            raise RequestValidationError(errors)
+        result = await self.endpoint(**kwargs)
+        response = result if isinstance(result, Response) else self.response_class(jsonable_encoder(result))
+        await response(scope, receive, send)
+
+
+def _body_model(route: APIRoute) -> type[BaseModel] | None:
+    """The route's JSON body model, when its body is exactly one (not embedded) pydantic model."""
+    body_params = route.dependant.body_params
+    if len(body_params) != 1 or route.body_field is None or getattr(route.body_field.field_info, "embed", False):
+        return None
+    model = route.body_field.field_info.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body, already read, handed out again first."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class Router:
+    """The index and the operations of a route list, built again when routes are added."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.index = RouteIndex(routes)
+        self.operations = {id(route): Operation(route) for route in routes}
+
+    def operation(self, route: BaseRoute) -> Operation:
+        return self.operations[id(route)]
