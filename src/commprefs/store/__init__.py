@@ -4,23 +4,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
 from sqlalchemy import Engine
 
 from commprefs.store.cache import PortalCache
 from commprefs.store.checkpoint import Checkpointer
 from commprefs.store.engine import make_engine
 from commprefs.store.migrate import migrate
+from commprefs.store.reader import Reader
 from commprefs.store.repo import Tx
 from commprefs.store.writer import Writer
 
 T = TypeVar("T")
-# Reads run in a few worker threads of their own, not anyio's pool of 40: a read of SQLite holds the
-# GIL for most of its time, and more threads only contend for it with the event loop (measured under
-# wrk: 2 threads served about half again as many status reads a second as 8). PostgreSQL reads mostly wait on the
-# network, without the GIL, so they get more.
-READ_THREADS = {"sqlite": 2, "postgresql": 8}
+# Reader threads (store/reader.py), each answering the reads queued meanwhile in one transaction. A read of
+# SQLite holds the GIL for most of its time, so more threads would only contend for it with the event loop;
+# PostgreSQL reads mostly wait on the network, without the GIL, so they get more.
+READ_THREADS = {"sqlite": 2, "postgresql": 4}
 
 __all__ = ["Store", "Tx"]
 
@@ -34,7 +32,7 @@ class Store:
         self.cache = PortalCache(cache_seconds)
         self._writer: Writer | None = None
         self._sync_writer_engine: Engine | None = None
-        self._read_limiter: anyio.CapacityLimiter | None = None
+        self._reader: Reader | None = None
         self._checkpointer: Checkpointer | None = None
 
     @property
@@ -49,9 +47,10 @@ class Store:
             return work(Tx(conn, self.cache))
 
     async def aread(self, work: Callable[[Tx], T]) -> T:
-        if self._read_limiter is None:
-            self._read_limiter = anyio.CapacityLimiter(READ_THREADS.get(self.dialect, 8))
-        return await anyio.to_thread.run_sync(self.read, work, limiter=self._read_limiter)
+        """`work` in a read transaction, grouped with the reads queued meanwhile (store/reader.py)."""
+        if self._reader is None:
+            self._reader = Reader(self.engine, self.cache, READ_THREADS.get(self.dialect, 4))
+        return await self._reader.submit(work)
 
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
@@ -85,6 +84,9 @@ class Store:
             self.cache.invalidate(tx.changed_portals)
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

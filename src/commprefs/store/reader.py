@@ -1,0 +1,57 @@
+"""The readers: a few threads that each answer every read queued meanwhile in one transaction (group reads).
+
+A read handed to a worker thread on its own paid for the hand-off, a pooled connection's check-out (and, on
+PostgreSQL, its pre-ping round trip), BEGIN and COMMIT, and one wake-up of the event loop: more than the
+indexed lookup itself. A reader thread holds its connection, takes everything queued when it gets to it and
+runs the reads one after the other in one read transaction (store/groups.py). A read that fails is answered
+with its error alone.
+"""
+
+import sqlite3
+
+import psycopg
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from commprefs.store.cache import PortalCache
+from commprefs.store.groups import GroupThreads, Job, Outcomes
+from commprefs.store.repo import Tx
+
+MAX_GROUP = 64
+# Errors of the database (through SQLAlchemy or straight from the driver), after which a transaction may refuse
+# every further statement.
+DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
+
+
+class Reader(GroupThreads):
+    kind = "read"
+
+    def __init__(self, engine: Engine, cache: PortalCache, threads: int) -> None:
+        self._cache = cache
+        super().__init__(engine, threads=threads, max_group=MAX_GROUP, name="commprefs-reader")
+
+    def run_group(self, conn: Connection, group: list[Job]) -> Outcomes:
+        outcomes: Outcomes = []
+        pending = group
+        while pending:
+            pending = self._read_until_error(conn, pending, outcomes)
+        return outcomes
+
+    def _read_until_error(self, conn: Connection, jobs: list[Job], outcomes: Outcomes) -> list[Job]:
+        """Run `jobs` in one transaction until one fails in the database; the jobs after it are returned, to run
+        in a new transaction (PostgreSQL refuses every statement after an error until the transaction ends)."""
+        tx = Tx(conn, self._cache)
+        with conn.begin() as transaction:
+            for n, (work, loop, future) in enumerate(jobs):
+                try:
+                    result = work(tx)
+                except Exception as exc:
+                    if conn.invalidated or isinstance(exc, psycopg.OperationalError):
+                        raise  # the connection died, not this read: the whole group fails with this error
+                    outcomes.append((loop, (future, None, exc)))
+                    if isinstance(exc, DATABASE_ERRORS):
+                        transaction.rollback()
+                        return jobs[n + 1 :]
+                else:
+                    outcomes.append((loop, (future, result, None)))
+        return []
