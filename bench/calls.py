@@ -141,6 +141,13 @@ def check_v4_write(svc: Service) -> None:
 # -- scenarios ------------------------------------------------------------------------------------
 
 
+def healthz(svc: Service, load: Load, phases: Phases) -> WrkRun:
+    """`GET /healthz`: no database and no token, the whole request path (pipeline, routing, metrics, log)."""
+    preflight("GET", f"{svc.base}/healthz", svc.token, None, '"ok"')
+    args = ["hello", "/healthz"]
+    return measure(load, phases, f"{svc.kind}: GET /healthz, 1 process", svc.base, args, args)
+
+
 def write_and_read(
     svc: Service, load: Load, phases: Phases, measure_write: bool, reads: Sequence[str]
 ) -> dict[str, WrkRun]:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # -- the index --------------------------------------------------------------------------------------------------
@@ -81,14 +81,40 @@ class RouteIndex:
         partial one (the path matches, the method does not: a 405)."""
         if path is not None:
             scope = {**scope, "path": path}
+        route_path = _route_path(scope)
         partial: tuple[BaseRoute, Match, Scope] | None = None
-        for route in self.candidates(scope["path"]):
-            matched, child_scope = route.matches(scope)
+        for route in self.candidates(route_path):
+            matched, child_scope = _matches(route, scope, route_path)
             if matched is Match.FULL:
                 return route, matched, child_scope
             if matched is Match.PARTIAL and partial is None:
                 partial = (route, matched, child_scope)
         return partial
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the routes see: without the root path a proxy mounts the app under (as Starlette's routers)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
+def _matches(route: BaseRoute, scope: Scope, route_path: str) -> tuple[Match, Scope]:
+    """`route.matches(scope)` for an HTTP request; a plain route's regular expression is tried directly (FastAPI's
+    `matches` first looks for included-router contexts, which this app's flat routes never have)."""
+    if not isinstance(route, Route):
+        return route.matches(scope)
+    found = route.path_regex.match(route_path)
+    if found is None:
+        return Match.NONE, {}
+    convertors = route.param_convertors
+    params = {name: convertors[name].convert(value) for name, value in found.groupdict().items()}
+    child_scope = {"endpoint": route.endpoint, "path_params": params, "route": route}
+    if route.methods and scope["method"] not in route.methods:
+        return Match.PARTIAL, child_scope
+    return Match.FULL, child_scope
 
 
 # -- how a route is called ---------------------------------------------------------------------------------------
