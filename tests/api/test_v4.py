@@ -251,19 +251,46 @@ def batch_token(portal: PortalFixture) -> httpx.Client:
     return portal.client(portal.token_with(Scope.BATCH_READ, Scope.BATCH_WRITE))
 
 
+def batch_write_input(email: str, subscription_id: int | str, state: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "subscriberIdString": email,
+        "subscriptionId": subscription_id,
+        "statusState": state,
+        "channel": "EMAIL",
+    } | extra
+
+
 def test_batch_read_partial_failure_is_207(portal: PortalFixture) -> None:
     api = batch_token(portal)
     response = api.post(
-        f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["ok@example.com", "bad", 7, "OK@example.com"]}
+        f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["ok@example.com", "bad", "OK@example.com"]}
     )
     assert response.status_code == 207
     body = response.json()
-    assert body["numErrors"] == 2 and len(body["errors"]) == 2
-    assert {e["context"]["subscriberIdString"][0] for e in body["errors"]} == {"bad", "7"}
+    assert body["numErrors"] == 1 and len(body["errors"]) == 1
+    [error] = body["errors"]
+    assert error["context"] == {"inputIndex": ["1"], "subscriberIdString": ["bad"]}
     assert [r["subscriberIdString"] for r in body["results"]] == ["ok@example.com"]  # duplicates answered once
     assert len(body["results"][0]["statuses"]) == 3
     clean = api.post(f"{V4}/statuses/batch/read", params=EMAIL, json={"inputs": ["a@example.com", "b@example.com"]})
     assert clean.status_code == 200 and "errors" not in clean.json()
+
+
+@pytest.mark.parametrize("path", ["read", "unsubscribe-all", "unsubscribe-all/read"])
+@pytest.mark.parametrize("item", [7, {"subscriberIdString": "x@example.com"}, None, True], ids=repr)
+def test_batch_of_addresses_with_a_non_string_input_is_400(portal: PortalFixture, path: str, item: Any) -> None:
+    """`inputs` is an array of strings: anything else fails the whole call, as HubSpot's deserializer does."""
+    api = batch_token(portal)
+    response = api.post(
+        f"{V4}/statuses/batch/{path}", params=EMAIL, json={"inputs": ["s1@example.com", item, "s2@example.com"]}
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["category"] == "VALIDATION_ERROR"
+    assert [(e["in"], e["code"]) for e in body["errors"]] == [("inputs[1]", "INVALID_TYPE")]
+    assert portal.events() == []
+    wide = api.post(f"{V4}/statuses/batch/unsubscribe-all/read", params=EMAIL, json={"inputs": ["s1@example.com"]})
+    assert wide.json()["results"] == [{"subscriberIdString": "s1@example.com", "wideStatuses": []}]
 
 
 def test_batch_size_limit(portal: PortalFixture) -> None:
@@ -282,56 +309,127 @@ def test_batch_size_limit(portal: PortalFixture) -> None:
     assert len(portal.events()) == 1000
 
 
-def test_batch_write_applies_good_inputs_and_reports_bad_ones(portal: PortalFixture) -> None:
+def test_batch_write_applies_good_inputs_and_reports_refused_ones(portal: PortalFixture) -> None:
+    """Well-formed inputs that a rule refuses (an invalid address, an unknown or inactive subscription)
+    are each their own error in a 207; the others are applied, in order."""
+    inactive = portal.definitions["One to One"]
+    assert portal.client().post(f"/commprefs/v1/definitions/{inactive}/deactivate").status_code == 200
     api = batch_token(portal)
     inputs = [
-        {
-            "subscriberIdString": "w1@example.com",
-            "subscriptionId": portal.marketing,
-            "statusState": "SUBSCRIBED",
-            "channel": "EMAIL",
-        },
-        {
-            "subscriberIdString": "not an email",
-            "subscriptionId": portal.marketing,
-            "statusState": "SUBSCRIBED",
-            "channel": "EMAIL",
-        },
-        {
-            "subscriberIdString": "w2@example.com",
-            "subscriptionId": 4242,
-            "statusState": "SUBSCRIBED",
-            "channel": "EMAIL",
-        },
-        {
-            "subscriberIdString": "w3@example.com",
-            "subscriptionId": portal.marketing,
-            "statusState": "WRONG",
-            "channel": "EMAIL",
-        },
-        "not an object",
-        {
-            "subscriberIdString": "w1@example.com",
-            "subscriptionId": portal.marketing,
-            "statusState": "UNSUBSCRIBED",
-            "channel": "EMAIL",
-        },
+        batch_write_input("w1@example.com", portal.marketing, "SUBSCRIBED"),
+        batch_write_input("not an email", portal.marketing, "SUBSCRIBED"),
+        batch_write_input("w2@example.com", 4242, "SUBSCRIBED"),
+        batch_write_input("w3@example.com", inactive, "UNSUBSCRIBED"),
+        batch_write_input("w1@example.com", str(portal.marketing), "UNSUBSCRIBED"),  # a string id, as HubSpot takes
     ]
     response = api.post(f"{V4}/statuses/batch/write", json={"inputs": inputs})
-    assert response.status_code == 207
+    assert response.status_code == 207, response.text
     body = response.json()
-    assert body["numErrors"] == 4
-    assert sorted(int(e["context"]["inputIndex"][0]) for e in body["errors"]) == [1, 2, 3, 4]
-    assert {e["category"] for e in body["errors"]} == {"VALIDATION_ERROR", "OBJECT_NOT_FOUND"}
+    assert body["numErrors"] == 3
+    refused = {
+        int(e["context"]["inputIndex"][0]): (e["context"]["subscriberIdString"], e["category"], e["errors"][0]["in"])
+        for e in body["errors"]
+    }
+    assert refused == {
+        1: (["not an email"], "VALIDATION_ERROR", "subscriberIdString"),
+        2: (["w2@example.com"], "OBJECT_NOT_FOUND", "subscriptionId"),
+        3: (["w3@example.com"], "OBJECT_NOT_FOUND", "subscriptionId"),
+    }
     # Inputs apply in order: w1 subscribed, then unsubscribed by the later input.
     assert [(r["subscriberIdString"], r["status"], r["setStatusSuccessReason"]) for r in body["results"]] == [
         ("w1@example.com", "SUBSCRIBED", "REQUESTED_CHANGE_OCCURRED"),
         ("w1@example.com", "UNSUBSCRIBED", "REQUESTED_CHANGE_OCCURRED"),
     ]
-    assert [(e["old_status"], e["new_status"]) for e in portal.events()] == [
-        ("NOT_SPECIFIED", "SUBSCRIBED"),
-        ("SUBSCRIBED", "UNSUBSCRIBED"),
+    assert [(e["subscriber"], e["old_status"], e["new_status"]) for e in portal.events()] == [
+        ("w1@example.com", "NOT_SPECIFIED", "SUBSCRIBED"),
+        ("w1@example.com", "SUBSCRIBED", "UNSUBSCRIBED"),
     ]
+
+
+def test_batch_write_refusals_in_a_gdpr_portal_are_per_input(portal: PortalFixture) -> None:
+    portal.update(gdpr_enabled=True)
+    api = batch_token(portal)
+    basis = {"legalBasis": "CONSENT_WITH_NOTICE", "legalBasisExplanation": "Signed up at the fair"}
+    inputs = [
+        batch_write_input("g1@example.com", portal.marketing, "SUBSCRIBED"),
+        batch_write_input("g2@example.com", portal.marketing, "SUBSCRIBED", **basis),
+    ]
+    response = api.post(f"{V4}/statuses/batch/write", json={"inputs": inputs})
+    assert response.status_code == 207, response.text
+    [error] = response.json()["errors"]
+    assert error["context"]["inputIndex"] == ["0"] and error["errors"][0]["in"] == "legalBasis"
+    assert [r["subscriberIdString"] for r in response.json()["results"]] == ["g2@example.com"]
+    assert [e["subscriber"] for e in portal.events()] == ["g2@example.com"]
+
+
+def _without(body: dict[str, Any], field: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != field}
+
+
+MALFORMED_INPUTS = {
+    # id: (how the second input is spoiled, the field `in` names after `inputs[1]`, code)
+    "missing-subscriber": (lambda i: _without(i, "subscriberIdString"), ".subscriberIdString", "REQUIRED"),
+    "missing-subscription": (lambda i: _without(i, "subscriptionId"), ".subscriptionId", "REQUIRED"),
+    "missing-state": (lambda i: _without(i, "statusState"), ".statusState", "REQUIRED"),
+    "missing-channel": (lambda i: _without(i, "channel"), ".channel", "REQUIRED"),
+    "subscriber-number": (lambda i: {**i, "subscriberIdString": 42}, ".subscriberIdString", "INVALID_TYPE"),
+    "explanation-list": (lambda i: {**i, "legalBasisExplanation": ["x"]}, ".legalBasisExplanation", "INVALID_TYPE"),
+    "subscription-letters": (lambda i: {**i, "subscriptionId": "abc"}, ".subscriptionId", "INVALID"),
+    "subscription-bool": (lambda i: {**i, "subscriptionId": True}, ".subscriptionId", "INVALID"),
+    "state-enum": (lambda i: {**i, "statusState": "WRONG"}, ".statusState", "INVALID_ENUM"),
+    "channel-enum": (lambda i: {**i, "channel": "SMS"}, ".channel", "INVALID_ENUM"),
+    "basis-enum": (lambda i: {**i, "legalBasis": "BECAUSE"}, ".legalBasis", "INVALID_ENUM"),
+    "not-an-object": (lambda i: "not an object", "", "INVALID_TYPE"),
+    "null": (lambda i: None, "", "INVALID_TYPE"),
+}
+
+
+@pytest.mark.parametrize(("spoil", "field", "code"), MALFORMED_INPUTS.values(), ids=MALFORMED_INPUTS.keys())
+def test_batch_write_with_a_malformed_input_is_400_and_writes_nothing(
+    portal: PortalFixture, spoil: Any, field: str, code: str
+) -> None:
+    """An input that does not match HubSpot's schema fails the whole call (its deserializer's 400),
+    naming that input's field; the well-formed inputs around it are not applied either."""
+    api = batch_token(portal)
+    inputs = [
+        batch_write_input("m1@example.com", portal.marketing, "UNSUBSCRIBED"),
+        spoil(batch_write_input("m2@example.com", portal.marketing, "SUBSCRIBED")),
+        batch_write_input("m3@example.com", portal.marketing, "SUBSCRIBED"),
+    ]
+    response = api.post(f"{V4}/statuses/batch/write", json={"inputs": inputs})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["category"] == "VALIDATION_ERROR" and "inputs[1]" in body["message"]
+    assert [(e["in"], e["code"]) for e in body["errors"]] == [(f"inputs[1]{field}", code)]
+    assert portal.events() == []
+    for email in ("m1@example.com", "m2@example.com", "m3@example.com"):
+        assert {s["status"] for s in v4_statuses(portal.client(), email).values()} == {"NOT_SPECIFIED"}
+
+
+def test_batch_write_names_every_malformed_input(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    good = batch_write_input("n1@example.com", portal.marketing, "SUBSCRIBED")
+    inputs = [good, _without(good, "subscriberIdString"), good, {**good, "statusState": "subscribed"}]
+    response = api.post(f"{V4}/statuses/batch/write", json={"inputs": inputs})
+    assert response.status_code == 400, response.text
+    assert [(e["in"], e["code"]) for e in response.json()["errors"]] == [
+        ("inputs[1].subscriberIdString", "REQUIRED"),
+        ("inputs[3].statusState", "INVALID_ENUM"),
+    ]
+    assert portal.events() == []
+
+
+def test_batch_body_without_an_array_of_inputs_is_400(portal: PortalFixture) -> None:
+    api = batch_token(portal)
+    for path, body, where, code in [
+        ("write", {}, "inputs", "REQUIRED"),
+        ("write", {"inputs": {"subscriberIdString": "x@example.com"}}, "inputs", "INVALID_TYPE"),
+        ("read", {"inputs": "x@example.com"}, "inputs", "INVALID_TYPE"),
+    ]:
+        response = api.post(f"{V4}/statuses/batch/{path}", params=EMAIL, json=body)
+        assert response.status_code == 400, (path, body, response.text)
+        assert [(e["in"], e["code"]) for e in response.json()["errors"]] == [(where, code)], (path, body)
+    assert portal.events() == []
 
 
 def test_batch_unsubscribe_all_and_its_read(portal: PortalFixture) -> None:

@@ -116,13 +116,27 @@ _CODES = {
 }
 
 
+_LOCATIONS = ("body", "query", "path", "header")
+
+
+def _field_path(loc: Any) -> str:
+    """Pydantic's `loc` as the field's path in the request: `inputs[3].subscriberIdString`."""
+    parts = list(loc)
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
 def validation_errors(raw: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     """Pydantic's errors, as HubSpot's `errors[]` with the field in `in` and a stable `code`."""
     details = []
     for error in raw:
-        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        path = _field_path(error.get("loc", ()))
         kind = error.get("type", "")
-        where = "body" if kind == "json_invalid" or not loc else ".".join(loc)
+        where = "body" if kind == "json_invalid" or not path else path
         code = _CODES.get(kind) or ("INVALID_TYPE" if kind.endswith("_type") or "parsing" in kind else "INVALID")
         message = "Malformed JSON body" if kind == "json_invalid" else f"{where}: {error.get('msg', 'invalid')}"
         details.append(field_error(message, where, code))

@@ -4,11 +4,11 @@ per-channel statuses, opt-outs from all, and batches of up to 1,000 inputs."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from commprefs import consent, links
 from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope, require_scopes
-from commprefs.api.errors import ApiError, field_error, validation_errors
+from commprefs.api.errors import ApiError, field_error
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
 from commprefs.api.v3 import api_actor
@@ -25,7 +25,7 @@ from commprefs.api.wire import (
 from commprefs.clock import now_ms
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Channel, LegalBasis, Scope, Status
-from commprefs.domain.errors import DomainError, InvalidEmail, RuleViolation
+from commprefs.domain.errors import DomainError, InvalidEmail
 from commprefs.domain.model import TokenInfo
 
 MAX_BATCH = 1000
@@ -53,19 +53,24 @@ class PartialPublicStatusRequest(BaseModel):
 
 
 class PublicStatusRequest(PartialPublicStatusRequest):
-    subscriberIdString: Text
+    # Any string: whether it is an address is a rule (normalize_email), answered per input in a batch.
+    subscriberIdString: StrictStr = Field(description="The contact's email address.")
 
 
+# A batch body is checked whole, as HubSpot's deserializer does: an input that does not match the
+# schema (a missing field, a wrong type, an unknown enum value) is a 400 for the call, naming it as
+# `inputs[i].field`, and nothing is written. Only well-formed inputs that a rule refuses (an invalid
+# address, an unknown or inactive subscription) are per-input errors in a 207.
 class BatchInputString(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    inputs: list[Any] = Field(description=f"Email addresses, at most {MAX_BATCH}.")
+    inputs: list[StrictStr] = Field(description=f"Email addresses, at most {MAX_BATCH}.")
 
 
 class BatchInputPublicStatusRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    inputs: list[Any] = Field(description=f"Status changes (PublicStatusRequest), at most {MAX_BATCH}.")
+    inputs: list[PublicStatusRequest] = Field(description=f"Status changes, at most {MAX_BATCH}.")
 
 
 class LinkGenerationRequest(BaseModel):
@@ -81,17 +86,10 @@ class LinkGenerationRequest(BaseModel):
     subscriptionId: SubscriptionId | None = Field(None, description="Adds an unsubscribeSingleUrl for it.")
 
 
-_STATUS_REQUEST = TypeAdapter(PublicStatusRequest)
-
-
 def _check_size(inputs: list[Any]) -> None:
     if len(inputs) > MAX_BATCH:
         message = f"inputs holds {len(inputs)} items; a batch takes at most {MAX_BATCH}"
         raise ApiError(400, message, errors=[field_error(message, "inputs", "TOO_MANY")])
-
-
-def _input_string(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 # -- single subscriber ----------------------------------------------------------------------------
@@ -240,7 +238,7 @@ async def batch_read(
     """Statuses of up to 1,000 addresses; an address given twice is answered once."""
     started = now_ms()
     _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    accepted, refused = consent.normalize_inputs(body.inputs)
     actor = api_actor(request, caller)
 
     def read(tx: Any) -> list[tuple[str, list[consent.Effective]]]:
@@ -266,7 +264,7 @@ async def batch_read_unsubscribe_all(
     """Opt-out-from-all records of up to 1,000 addresses."""
     started = now_ms()
     _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    accepted, refused = consent.normalize_inputs(body.inputs)
     subscribers = await store.aread(
         lambda tx: tx.get_subscribers(caller.portal_id, [address for _, _, address in accepted], channel)
     )
@@ -294,7 +292,7 @@ async def batch_unsubscribe_all(
     """Opt up to 1,000 addresses out of all email, portal-wide or for one brand."""
     started = now_ms()
     _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs([_input_string(v) for v in body.inputs])
+    accepted, refused = consent.normalize_inputs(body.inputs)
     actor = api_actor(request, caller)
 
     def work(tx: Any) -> JSON:
@@ -313,20 +311,14 @@ async def batch_unsubscribe_all(
     return await idempotent(request, caller, store, work)
 
 
-def _parse_status_input(value: Any) -> tuple[str, consent.StatusInput | DomainError]:
-    raw = _input_string(value.get("subscriberIdString", "")) if isinstance(value, dict) else _input_string(value)
+def _status_input(item: PublicStatusRequest) -> consent.StatusInput | DomainError:
+    """One well-formed input as a change, or the refusal of its address (that input's error)."""
     try:
-        parsed = _STATUS_REQUEST.validate_python(value)
-    except ValidationError as exc:
-        message, details = validation_errors(list(exc.errors()))
-        error = RuleViolation(message, field=details[0]["in"] if details else None)
-        return raw, error
-    try:
-        address = normalize_email(parsed.subscriberIdString)
+        address = normalize_email(item.subscriberIdString, field="subscriberIdString")
     except InvalidEmail as exc:
-        return raw, exc
-    return raw, consent.StatusInput(
-        address, parsed.subscriptionId, parsed.statusState, parsed.legalBasis, parsed.legalBasisExplanation
+        return exc
+    return consent.StatusInput(
+        address, item.subscriptionId, item.statusState, item.legalBasis, item.legalBasisExplanation
     )
 
 
@@ -334,10 +326,10 @@ async def batch_write(
     body: BatchInputPublicStatusRequest, request: Request, caller: BatchWriteCaller, store: StoreDep
 ) -> Any:
     """Up to 1,000 status changes, applied in input order (a later input sees the earlier ones),
-    each on its own: a refused input is reported in `errors` and the others are applied."""
+    each on its own: an input a rule refuses is reported in `errors` and the others are applied."""
     started = now_ms()
     _check_size(body.inputs)
-    parsed = [_parse_status_input(value) for value in body.inputs]
+    parsed = [(item.subscriberIdString, _status_input(item)) for item in body.inputs]
     actor = api_actor(request, caller)
 
     def work(tx: Any) -> JSON:
