@@ -151,6 +151,8 @@ def _truthy(text: str | None) -> bool:
 
 # -- commprefs' own format -------------------------------------------------------------------------
 
+# The `scope` of a per-subscription row in commprefs' own format (opt-outs from all carry their wide scope).
+SUBSCRIPTION_SCOPE = "SUBSCRIPTION"
 COMMPREFS_COLUMNS = (
     "email",
     "scope",
@@ -206,7 +208,7 @@ def commprefs_parser(columns: Columns, now: int) -> Parser:
             if scope is WideScope.BUSINESS_UNIT_WIDE and unit is None:
                 raise RowError("a BUSINESS_UNIT_WIDE row needs its business_unit_id")
             return [ImportedStatus(address, state, provenance, scope=scope, business_unit_id=unit)]
-        if scope_text not in ("", "SUBSCRIPTION"):
+        if scope_text not in ("", SUBSCRIPTION_SCOPE):
             raise RowError(f"scope {cell(scope_col)!r} is not one of SUBSCRIPTION, PORTAL_WIDE, BUSINESS_UNIT_WIDE")
         subscription: int | str
         if cell(name_col):
