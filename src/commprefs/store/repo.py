@@ -67,6 +67,8 @@ _SELECT_DEFINITIONS = (
     select(subscription_definition).where(_d.portal_id == bindparam("portal_id")).order_by(_d.created_at, _d.id)
 )
 _INSERT_EVENT = consent_event.insert()
+# PostgreSQL: writes of at least this many rows go through COPY (imports, batches).
+COPY_ROWS = 64
 # Exports read this many rows at a time (a server-side cursor on PostgreSQL): memory stays flat.
 STREAM_ROWS = 2000
 
@@ -540,8 +542,11 @@ class Tx:
         return deleted
 
     def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Append consent events in order, in one set-based statement."""
-        if rows:
+        """Append consent events in order, in one set-based statement (COPY, for many on PostgreSQL)."""
+        if self._dialect == "postgresql" and len(rows) >= COPY_ROWS:
+            with self._driver_cursor() as cursor:
+                self._copy(cursor, consent_event.name, list(rows[0]), rows)
+        elif rows:
             self._write_many(_INSERT_EVENT, rows)
 
     def _driver_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -557,6 +562,9 @@ class Tx:
 
     def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
         """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, for many rows at once."""
+        if self._dialect == "postgresql" and len(rows) >= COPY_ROWS:
+            self._copy_merge(table, rows, keys)
+            return
         cache_key = (self._dialect, table.name)
         statement = Tx._upserts.get(cache_key)
         if statement is None:
@@ -564,6 +572,31 @@ class Tx:
             updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
             statement = Tx._upserts[cache_key] = insert.on_conflict_do_update(index_elements=keys, set_=updates)
         self._write_many(statement, rows)
+
+    def _copy(self, cursor: Any, table_name: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+        """PostgreSQL's COPY of `rows` into `table_name`: the bulk path, no statement per row."""
+        with cursor.copy(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+    def _copy_merge(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
+        """Many upserts on PostgreSQL: COPY into this session's staging table, then one INSERT ... SELECT ...
+        ON CONFLICT DO UPDATE from it (a multi-row INSERT's parameters cost a round of conversions per value)."""
+        columns = list(rows[0])
+        stage = f"stage_{table.name}"
+        staged: set[str] = self.conn.connection.info.setdefault("staging_tables", set())
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+        listed = ", ".join(columns)
+        with self._driver_cursor() as cursor:
+            if stage not in staged:
+                cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name}) ON COMMIT DELETE ROWS")
+                staged.add(stage)
+            self._copy(cursor, stage, columns, rows)
+            cursor.execute(
+                f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {stage} "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+            )
+            cursor.execute(f"TRUNCATE {stage}")
 
     def _write_many(self, statement: Any, rows: Sequence[dict[str, Any]]) -> None:
         """Run an INSERT or upsert for `rows` (same keys in each) on the driver's cursor: every write
