@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     Connection,
     Row,
+    String,
     Text,
     and_,
     bindparam,
@@ -438,20 +439,93 @@ class Tx:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """A portal's stored statuses, then its opt-outs from all (without erased addresses' tombstones; for one
         brand, its own and the portal-wide ones), each in address order, as the driver's tuples in the export's
-        columns (EXPORT_COLUMNS), a few thousand a chunk. Names, brands and ISO times come from the database:
-        an export makes no Python object per row (a server-side cursor on PostgreSQL)."""
+        columns, a few thousand a chunk. Names, brands and ISO times come from the database: an export makes no
+        Python object per row (a server-side cursor on PostgreSQL)."""
+        queries = self._export_queries(
+            portal_id, channel, subscription_ids, business_unit_id, suppressed_only, subscription_scope
+        )
+        for n, query in enumerate(queries):
+            compiled = query.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
+            params = compiled.positiontup and [compiled.params[name] for name in compiled.positiontup]
+            driver = self.conn.connection.dbapi_connection
+            assert driver is not None
+            # A named cursor is PostgreSQL's server-side cursor: rows cross the network a chunk at a time.
+            cursor = driver.cursor(name=f"export_{n}") if self._dialect == "postgresql" else driver.cursor()
+            with contextlib.closing(cursor):
+                cursor.execute(str(compiled), params or compiled.params)
+                while chunk := cursor.fetchmany(STREAM_ROWS):
+                    yield list(chunk)
+
+    @property
+    def writes_csv(self) -> bool:
+        """Whether the database writes an export's CSV itself (`export_csv`): PostgreSQL's COPY TO."""
+        return self._dialect == "postgresql"
+
+    def export_csv(
+        self,
+        portal_id: int,
+        channel: str,
+        *,
+        subscription_ids: Sequence[int] | None,
+        business_unit_id: int | None,
+        suppressed_only: bool,
+        subscription_scope: str,
+        header: Sequence[str],
+    ) -> Iterator[bytes]:
+        """`export_chunks`' rows as CSV written by PostgreSQL (COPY ... TO STDOUT), under `header`, in chunks.
+        Empty texts leave as NULLs do (an empty field), so the bytes are those of Python's csv module."""
+        queries = self._export_queries(
+            portal_id, channel, subscription_ids, business_unit_id, suppressed_only, subscription_scope, header
+        )
+        for n, query in enumerate(queries):
+            sql = query.compile(dialect=self.conn.dialect, compile_kwargs={"literal_binds": True})
+            options = "FORMAT csv, HEADER" if n == 0 else "FORMAT csv"
+            chunk: list[bytes] = []
+            # COPY takes no bind parameters: the values are in the SQL, and the percent signs the compiler
+            # doubled for the driver's parameter style (%%) are single again, as the driver would make them.
+            statement = f"COPY ({str(sql) % ()}) TO STDOUT WITH ({options})"
+            with self._driver_cursor() as cursor, cursor.copy(statement) as copy:
+                for data in copy:
+                    chunk.append(bytes(data))
+                    if len(chunk) >= STREAM_ROWS:
+                        yield b"".join(chunk)
+                        chunk.clear()
+            yield b"".join(chunk)
+
+    def _export_queries(
+        self,
+        portal_id: int,
+        channel: str,
+        subscription_ids: Sequence[int] | None,
+        business_unit_id: int | None,
+        suppressed_only: bool,
+        subscription_scope: str,
+        labels: Sequence[str] | None = None,
+    ) -> tuple[Any, Any]:
+        """The statuses' query and the opt-outs' query of an export; with `labels`, their columns so named and
+        empty texts as NULL (for COPY's CSV)."""
+
+        def columns(*values: Any) -> list[Any]:
+            if labels is None:
+                return list(values)
+            # COPY writes an empty text quoted ("") and a NULL as nothing; Python's csv writes both as nothing.
+            texts = [func.nullif(v, "") if isinstance(v.type, String) else v for v in values]
+            return [v.label(name) for v, name in zip(texts, labels, strict=True)]
+
         statuses = (
             select(
-                _s.subscriber,
-                literal(subscription_scope),
-                _d.business_unit_id,
-                _s.subscription_id,
-                _d.name,
-                _s.status,
-                _s.legal_basis,
-                _s.legal_basis_explanation,
-                self._iso_sql(_s.updated_at),
-                _s.source,
+                *columns(
+                    _s.subscriber,
+                    literal(subscription_scope, String),
+                    _d.business_unit_id,
+                    _s.subscription_id,
+                    _d.name,
+                    _s.status,
+                    _s.legal_basis,
+                    _s.legal_basis_explanation,
+                    self._iso_sql(_s.updated_at),
+                    _s.source,
+                )
             )
             .select_from(
                 subscription_status.outerjoin(
@@ -468,16 +542,18 @@ class Tx:
         brand_wide = _w.scope == WideScope.BUSINESS_UNIT_WIDE.value
         wide = (
             select(
-                _w.subscriber,
-                _w.scope,
-                case((brand_wide, _w.business_unit_id), else_=None),
-                null(),
-                null(),
-                _w.status,
-                null(),
-                null(),
-                self._iso_sql(_w.updated_at),
-                _w.source,
+                *columns(
+                    _w.subscriber,
+                    _w.scope,
+                    case((brand_wide, _w.business_unit_id), else_=None),
+                    null(),
+                    null(),
+                    _w.status,
+                    null(),
+                    null(),
+                    self._iso_sql(_w.updated_at),
+                    _w.source,
+                )
             )
             .where(_w.portal_id == portal_id, _w.channel == channel, ~_w.subscriber.startswith(TOMBSTONE_PREFIX))
             .order_by(_w.portal_id, _w.subscriber, _w.channel, _w.scope, _w.business_unit_id)
@@ -488,17 +564,7 @@ class Tx:
             )
         if suppressed_only:
             wide = wide.where(_w.status == Status.UNSUBSCRIBED.value)
-        for n, query in enumerate((statuses, wide)):
-            compiled = query.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
-            params = compiled.positiontup and [compiled.params[name] for name in compiled.positiontup]
-            driver = self.conn.connection.dbapi_connection
-            assert driver is not None
-            # A named cursor is PostgreSQL's server-side cursor: rows cross the network a chunk at a time.
-            cursor = driver.cursor(name=f"export_{n}") if self._dialect == "postgresql" else driver.cursor()
-            with contextlib.closing(cursor):
-                cursor.execute(str(compiled), params or compiled.params)
-                while chunk := cursor.fetchmany(STREAM_ROWS):
-                    yield list(chunk)
+        return statuses, wide
 
     def _iso_sql(self, column: Any) -> Any:
         """`clock.iso` of a millisecond column, in SQL: 2026-03-01T12:00:00.250Z."""

@@ -69,27 +69,29 @@ def plan(tx: Tx, request: ExportRequest) -> ExportPlan:
     return ExportPlan(request, definitions, subscription_ids, unit)
 
 
-def chunks_of_rows(tx: Tx, export: ExportPlan) -> Iterator[list[tuple[Any, ...]]]:
-    """The rows, in COMMPREFS_COLUMNS' order: per-subscription statuses first, then opt-outs from all, each in
-    address order, as the store's driver hands them over."""
+def _filters(export: ExportPlan) -> dict[str, Any]:
     request = export.request
-    return tx.export_chunks(
-        request.portal_id,
-        Channel.EMAIL.value,
-        subscription_ids=export.subscription_ids,
-        business_unit_id=export.business_unit_id,
-        suppressed_only=request.suppressed_only,
-        subscription_scope=SUBSCRIPTION_SCOPE,
-    )
+    return {
+        "subscription_ids": export.subscription_ids,
+        "business_unit_id": export.business_unit_id,
+        "suppressed_only": request.suppressed_only,
+        "subscription_scope": SUBSCRIPTION_SCOPE,
+    }
 
 
 _JSON_KEYS = tuple("".join(p.capitalize() if i else p for i, p in enumerate(c.split("_"))) for c in COMMPREFS_COLUMNS)
 
 
-def encode(chunks: Iterable[list[tuple[Any, ...]]], fmt: ExportFormat) -> Iterator[bytes]:
-    """Chunks of rows as CSV (with its header; written by the csv module's C writer) or JSON lines (camelCase
-    keys, like the API)."""
-    if fmt is ExportFormat.JSONL:
+def encode(tx: Tx, export: ExportPlan) -> Iterator[bytes]:
+    """The rows in COMMPREFS_COLUMNS' order (per-subscription statuses first, then opt-outs from all, each in
+    address order) as CSV with its header (written by the database where it can, PostgreSQL's COPY, else by
+    the csv module's C writer) or JSON lines (camelCase keys, like the API)."""
+    portal_id, channel, filters = export.request.portal_id, Channel.EMAIL.value, _filters(export)
+    if export.request.format is ExportFormat.CSV and tx.writes_csv:
+        yield from tx.export_csv(portal_id, channel, header=COMMPREFS_COLUMNS, **filters)
+        return
+    chunks = tx.export_chunks(portal_id, channel, **filters)
+    if export.request.format is ExportFormat.JSONL:
         for chunk in chunks:
             yield b"".join(orjson.dumps(dict(zip(_JSON_KEYS, row, strict=True))) + b"\n" for row in chunk)
         return
@@ -134,6 +136,6 @@ def stream(store: Store, request: ExportRequest) -> Iterator[bytes]:
 
     def chunks() -> Iterator[bytes]:
         with held:
-            yield from encode(chunks_of_rows(tx, export), request.format)
+            yield from encode(tx, export)
 
     return chunks()
