@@ -129,6 +129,7 @@ class Changes:
         self.import_id = import_id
         self.definitions = {d.id: d for d in definitions}
         self._by_name: dict[str, list[Definition]] | None = None
+        self._active: dict[int | None, list[Definition]] = {}
         self._units: set[int] = set()
         self._subscribers: dict[str, Subscriber] = {}
         self._statuses: dict[tuple[str, int], dict[str, Any]] = {}
@@ -146,8 +147,11 @@ class Changes:
             )
 
     def subscriber(self, address: str) -> Subscriber:
-        self.load([address])
-        return self._subscribers[address]
+        found = self._subscribers.get(address)
+        if found is None:
+            self.load([address])
+            found = self._subscribers[address]
+        return found
 
     def definition(self, subscription_id: int) -> Definition:
         definition = self.definitions.get(subscription_id)
@@ -156,11 +160,15 @@ class Changes:
         return definition
 
     def active_definitions(self, business_unit_id: int | None = None) -> list[Definition]:
-        return [
-            d
-            for d in self.definitions.values()
-            if d.is_active and (business_unit_id is None or d.business_unit_id == business_unit_id)
-        ]
+        """The active definitions (of one brand), in their order; asked once per subscriber of a batch."""
+        active = self._active.get(business_unit_id)
+        if active is None:
+            active = self._active[business_unit_id] = [
+                d
+                for d in self.definitions.values()
+                if d.is_active and (business_unit_id is None or d.business_unit_id == business_unit_id)
+            ]
+        return list(active)
 
     def definition_named(self, name: str, business_unit_id: int | None = None) -> Definition:
         """An active definition by its name (any case); a name two brands share needs the brand."""

@@ -14,11 +14,14 @@ declaration builds the OpenAPI document and is the only table of paths. At start
   too when its body is not JSON or does not validate, so FastAPI words every body error as it always did.
 """
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import params
+from fastapi._compat import ModelField, field_annotation_is_sequence
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
@@ -177,6 +180,57 @@ def _dependencies(dependants: Sequence[Dependant]) -> tuple[tuple[str, Dependenc
     return tuple(planned)
 
 
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One path or query parameter of a lean route: where it is read and FastAPI's own field for it. FastAPI
+    works out, on every request, whether a field is a list; here that is known once."""
+
+    field: ModelField
+    key: str
+    many: bool
+    loc: tuple[str, str]
+    required: bool
+    default: Any
+
+    @classmethod
+    def of(cls, field: ModelField) -> "Param | None":
+        info = field.field_info
+        if info.validation_alias is not None or not isinstance(info, params.Param):
+            return None  # alias choices and paths, or a parameter model: FastAPI's handler reads those
+        return cls(
+            field,
+            field.alias,
+            info.in_ is not params.ParamTypes.path and field_annotation_is_sequence(info.annotation),
+            (info.in_.value, field.alias),
+            info.is_required(),
+            info.default,
+        )
+
+    def read(self, received: Any, values: dict[str, Any], errors: list[Any]) -> None:
+        value = received.getlist(self.key) if self.many else received.get(self.key, _MISSING)
+        if value is _MISSING or value is None or (self.many and not value):
+            if self.required:
+                errors.extend(request_params_to_args([self.field], {})[1])  # FastAPI's own "missing" error
+                return
+            if not self.field.field_info.validate_default:
+                values[self.field.name] = copy.deepcopy(self.default)
+                return
+            value = copy.deepcopy(self.default)
+        validated, problems = self.field.validate(value, values, loc=self.loc)
+        if problems:
+            errors.extend(problems)
+        else:
+            values[self.field.name] = validated
+
+
+def _params(fields: Sequence[ModelField]) -> tuple[Param, ...] | None:
+    planned = tuple(Param.of(field) for field in fields)
+    return None if any(p is None for p in planned) else planned  # type: ignore[return-value]
+
+
 class Operation:
     """A route and how it is served: `lean` (see the module's docstring) or through FastAPI's handler."""
 
@@ -192,8 +246,11 @@ class Operation:
         dependant = route.dependant
         needs = _dependencies(dependant.dependencies)
         body_model = _body_model(route)
+        path_params, query_params = _params(dependant.path_params), _params(dependant.query_params)
         if (
             needs is None
+            or path_params is None
+            or query_params is None
             # A route class of its own (the contact pages') has its own handler: it keeps it.
             or type(route).get_route_handler is not APIRoute.get_route_handler
             or not inspect.iscoroutinefunction(route.endpoint)
@@ -212,8 +269,8 @@ class Operation:
         )
         self.needs = needs
         self.request_name = dependant.request_param_name
-        self.path_fields = dependant.path_params
-        self.query_fields = dependant.query_params
+        self.path_params = path_params
+        self.query_params = query_params
         self.body_model = body_model
         self.body_name = dependant.body_params[0].name if body_model is not None else None
 
@@ -238,14 +295,17 @@ class Operation:
             kwargs[name] = await dependency.resolve(request, cache)
         if self.request_name is not None:
             kwargs[self.request_name] = request
-        values, errors = request_params_to_args(self.path_fields, scope["path_params"])
-        kwargs.update(values)
-        if self.query_fields:
-            values, query_errors = request_params_to_args(self.query_fields, QueryParams(scope["query_string"]))
-            kwargs.update(values)
-            errors += query_errors
+        errors: list[Any] = []
+        values: dict[str, Any] = {}
+        for param in self.path_params:
+            param.read(scope["path_params"], values, errors)
+        if self.query_params:
+            query = QueryParams(scope["query_string"])
+            for param in self.query_params:
+                param.read(query, values, errors)
         if errors:
             raise RequestValidationError(errors)
+        kwargs.update(values)
         result = await self.endpoint(**kwargs)
         response = result if isinstance(result, Response) else self.response_class(jsonable_encoder(result))
         await response(scope, receive, send)
