@@ -22,6 +22,7 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from commprefs.api.errors import error_response
@@ -107,9 +108,13 @@ class Pipeline:
         if found is None:
             await self._not_found(scope, receive, send)
             return
-        route, _, child_scope = found
+        route, matched, child_scope = found
         scope.update(child_scope)
-        await router.operation(route)(scope, receive, send)
+        operation = router.operation(route)
+        if matched is Match.FULL:
+            await operation(scope, receive, send)
+        else:  # the path is the route's, the method is not: the route's own handler answers 405
+            await operation.framework(scope, receive, send)
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A 404, or a redirect to the same path with or without its trailing slash where that one exists."""
