@@ -130,9 +130,10 @@ class Dependency:
     call: Callable[..., Awaitable[Any]]
     request_name: str | None
     needs: tuple[tuple[str, "Dependency"], ...]
+    use_cache: bool
 
     async def resolve(self, request: Request, cache: dict[Any, Any]) -> Any:
-        if self.call in cache:
+        if self.use_cache and self.call in cache:
             return cache[self.call]
         kwargs = {name: await dependency.resolve(request, cache) for name, dependency in self.needs}
         if self.request_name is not None:
@@ -167,7 +168,7 @@ def _dependency(dependant: Dependant) -> Dependency | None:
     ):
         return None
     needs = _dependencies(dependant.dependencies)
-    return None if needs is None else Dependency(call, dependant.request_param_name, needs)
+    return None if needs is None else Dependency(call, dependant.request_param_name, needs, dependant.use_cache)
 
 
 def _dependencies(dependants: Sequence[Dependant]) -> tuple[tuple[str, Dependency], ...] | None:
