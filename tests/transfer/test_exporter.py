@@ -14,6 +14,7 @@ from commprefs.clock import iso, now_ms
 from commprefs.domain.enums import Channel, LegalBasis, Source, Status
 from commprefs.domain.model import Actor
 from commprefs.store import Store
+from commprefs.store.repo import ExportRows
 from commprefs.store.schema import subscription_status
 from commprefs.transfer import exporter
 from commprefs.transfer.formats import COMMPREFS_COLUMNS, SUBSCRIPTION_SCOPE
@@ -69,12 +70,7 @@ def expected_csv(store: Store, portal_id: int) -> bytes:
     writer.writerow(COMMPREFS_COLUMNS)
     with store.snapshot() as tx:
         for chunk in tx.export_chunks(
-            portal_id,
-            Channel.EMAIL.value,
-            subscription_ids=None,
-            business_unit_id=None,
-            suppressed_only=False,
-            subscription_scope=SUBSCRIPTION_SCOPE,
+            ExportRows(portal_id, Channel.EMAIL.value, None, None, False, SUBSCRIPTION_SCOPE)
         ):
             writer.writerows(chunk)
     return buffer.getvalue().encode()

@@ -7,6 +7,7 @@ cursor, compiled once: SQLAlchemy's per-execution work cost more than the databa
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -68,6 +69,22 @@ _SELECT_DEFINITIONS = (
     select(subscription_definition).where(_d.portal_id == bindparam("portal_id")).order_by(_d.created_at, _d.id)
 )
 _INSERT_EVENT = consent_event.insert()
+
+
+@dataclass(frozen=True)
+class ExportRows:
+    """Which rows an export reads: a portal's on one channel, optionally of some subscriptions (a brand's opt-outs
+    from all with them), optionally only the suppressions; `subscription_scope` is what a per-subscription row's
+    `scope` column says."""
+
+    portal_id: int
+    channel: str
+    subscription_ids: Sequence[int] | None
+    business_unit_id: int | None
+    suppressed_only: bool
+    subscription_scope: str
+
+
 # PostgreSQL: writes of at least this many rows go through COPY (imports, batches).
 COPY_ROWS = 64
 # Exports read this many rows at a time (a server-side cursor on PostgreSQL): memory stays flat.
@@ -427,23 +444,12 @@ class Tx:
 
     # -- exports -----------------------------------------------------------------------------
 
-    def export_chunks(
-        self,
-        portal_id: int,
-        channel: str,
-        *,
-        subscription_ids: Sequence[int] | None,
-        business_unit_id: int | None,
-        suppressed_only: bool,
-        subscription_scope: str,
-    ) -> Iterator[list[tuple[Any, ...]]]:
+    def export_chunks(self, rows: ExportRows) -> Iterator[list[tuple[Any, ...]]]:
         """A portal's stored statuses, then its opt-outs from all (without erased addresses' tombstones; for one
         brand, its own and the portal-wide ones), each in address order, as the driver's tuples in the export's
         columns, a few thousand a chunk. Names, brands and ISO times come from the database: an export makes no
         Python object per row (a server-side cursor on PostgreSQL)."""
-        queries = self._export_queries(
-            portal_id, channel, subscription_ids, business_unit_id, suppressed_only, subscription_scope
-        )
+        queries = self._export_queries(rows)
         for n, query in enumerate(queries):
             compiled = query.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
             params = compiled.positiontup and [compiled.params[name] for name in compiled.positiontup]
@@ -461,22 +467,10 @@ class Tx:
         """Whether the database writes an export's CSV itself (`export_csv`): PostgreSQL's COPY TO."""
         return self._dialect == "postgresql"
 
-    def export_csv(
-        self,
-        portal_id: int,
-        channel: str,
-        *,
-        subscription_ids: Sequence[int] | None,
-        business_unit_id: int | None,
-        suppressed_only: bool,
-        subscription_scope: str,
-        header: Sequence[str],
-    ) -> Iterator[bytes]:
+    def export_csv(self, rows: ExportRows, header: Sequence[str]) -> Iterator[bytes]:
         """`export_chunks`' rows as CSV written by PostgreSQL (COPY ... TO STDOUT), under `header`, in chunks.
         Empty texts leave as NULLs do (an empty field), so the bytes are those of Python's csv module."""
-        queries = self._export_queries(
-            portal_id, channel, subscription_ids, business_unit_id, suppressed_only, subscription_scope, header
-        )
+        queries = self._export_queries(rows, header)
         for n, query in enumerate(queries):
             sql = query.compile(dialect=self.conn.dialect, compile_kwargs={"literal_binds": True})
             options = "FORMAT csv, HEADER" if n == 0 else "FORMAT csv"
@@ -492,18 +486,10 @@ class Tx:
                         chunk.clear()
             yield b"".join(chunk)
 
-    def _export_queries(
-        self,
-        portal_id: int,
-        channel: str,
-        subscription_ids: Sequence[int] | None,
-        business_unit_id: int | None,
-        suppressed_only: bool,
-        subscription_scope: str,
-        labels: Sequence[str] | None = None,
-    ) -> tuple[Any, Any]:
+    def _export_queries(self, rows: ExportRows, labels: Sequence[str] | None = None) -> tuple[Any, Any]:
         """The statuses' query and the opt-outs' query of an export; with `labels`, their columns so named and
         empty texts as NULL (for COPY's CSV)."""
+        portal_id, channel = rows.portal_id, rows.channel
 
         def columns(*values: Any) -> list[Any]:
             if labels is None:
@@ -516,7 +502,7 @@ class Tx:
             select(
                 *columns(
                     _s.subscriber,
-                    literal(subscription_scope, String),
+                    literal(rows.subscription_scope, String),
                     _d.business_unit_id,
                     _s.subscription_id,
                     _d.name,
@@ -535,9 +521,9 @@ class Tx:
             .where(_s.portal_id == portal_id, _s.channel == channel)
             .order_by(_s.portal_id, _s.subscriber, _s.channel, _s.subscription_id)
         )
-        if subscription_ids is not None:
-            statuses = statuses.where(_s.subscription_id.in_(list(subscription_ids)))
-        if suppressed_only:
+        if rows.subscription_ids is not None:
+            statuses = statuses.where(_s.subscription_id.in_(list(rows.subscription_ids)))
+        if rows.suppressed_only:
             statuses = statuses.where(_s.status == Status.UNSUBSCRIBED.value)
         brand_wide = _w.scope == WideScope.BUSINESS_UNIT_WIDE.value
         wide = (
@@ -558,11 +544,12 @@ class Tx:
             .where(_w.portal_id == portal_id, _w.channel == channel, ~_w.subscriber.startswith(TOMBSTONE_PREFIX))
             .order_by(_w.portal_id, _w.subscriber, _w.channel, _w.scope, _w.business_unit_id)
         )
-        if business_unit_id is not None:
+        unit = rows.business_unit_id
+        if unit is not None:
             wide = wide.where(
-                or_(_w.scope == WideScope.PORTAL_WIDE.value, and_(brand_wide, _w.business_unit_id == business_unit_id))
+                or_(_w.scope == WideScope.PORTAL_WIDE.value, and_(brand_wide, _w.business_unit_id == unit))
             )
-        if suppressed_only:
+        if rows.suppressed_only:
             wide = wide.where(_w.status == Status.UNSUBSCRIBED.value)
         return statuses, wide
 

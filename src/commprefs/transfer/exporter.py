@@ -21,6 +21,7 @@ from commprefs.domain.enums import Channel
 from commprefs.domain.errors import NotFound
 from commprefs.domain.model import Definition
 from commprefs.store import Store, Tx
+from commprefs.store.repo import ExportRows
 from commprefs.transfer.formats import COMMPREFS_COLUMNS, SUBSCRIPTION_SCOPE
 
 CHUNK_ROWS = 1000
@@ -69,14 +70,16 @@ def plan(tx: Tx, request: ExportRequest) -> ExportPlan:
     return ExportPlan(request, definitions, subscription_ids, unit)
 
 
-def _filters(export: ExportPlan) -> dict[str, Any]:
+def _rows(export: ExportPlan) -> ExportRows:
     request = export.request
-    return {
-        "subscription_ids": export.subscription_ids,
-        "business_unit_id": export.business_unit_id,
-        "suppressed_only": request.suppressed_only,
-        "subscription_scope": SUBSCRIPTION_SCOPE,
-    }
+    return ExportRows(
+        request.portal_id,
+        Channel.EMAIL.value,
+        export.subscription_ids,
+        export.business_unit_id,
+        request.suppressed_only,
+        SUBSCRIPTION_SCOPE,
+    )
 
 
 _JSON_KEYS = tuple("".join(p.capitalize() if i else p for i, p in enumerate(c.split("_"))) for c in COMMPREFS_COLUMNS)
@@ -86,11 +89,11 @@ def encode(tx: Tx, export: ExportPlan) -> Iterator[bytes]:
     """The rows in COMMPREFS_COLUMNS' order (per-subscription statuses first, then opt-outs from all, each in
     address order) as CSV with its header (written by the database where it can, PostgreSQL's COPY, else by
     the csv module's C writer) or JSON lines (camelCase keys, like the API)."""
-    portal_id, channel, filters = export.request.portal_id, Channel.EMAIL.value, _filters(export)
+    rows = _rows(export)
     if export.request.format is ExportFormat.CSV and tx.writes_csv:
-        yield from tx.export_csv(portal_id, channel, header=COMMPREFS_COLUMNS, **filters)
+        yield from tx.export_csv(rows, COMMPREFS_COLUMNS)
         return
-    chunks = tx.export_chunks(portal_id, channel, **filters)
+    chunks = tx.export_chunks(rows)
     if export.request.format is ExportFormat.JSONL:
         for chunk in chunks:
             yield b"".join(orjson.dumps(dict(zip(_JSON_KEYS, row, strict=True))) + b"\n" for row in chunk)
