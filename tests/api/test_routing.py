@@ -1,6 +1,8 @@
 """The request path's routing: the prefix tree finds what FastAPI's own router found, and the routes that
 should be called directly are."""
 
+import asyncio
+import logging
 from pathlib import Path
 
 import httpx
@@ -135,3 +137,28 @@ def test_404_405_and_trailing_slashes_over_http(server: Server, tmp_path: Path) 
         slash = client.get("/healthz/")
         assert slash.status_code == 307
         assert slash.headers["location"].endswith("/healthz")
+
+
+def test_a_client_that_goes_away_before_its_body_gets_no_answer_and_logs_no_error(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent: list[object] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    request = {
+        "type": "http",
+        "method": "POST",
+        "path": "/communication-preferences/v4/statuses/a@example.com",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x")],
+    }
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(app(request, receive, send))
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
@@ -94,6 +94,8 @@ class Pipeline:
         else:
             try:
                 await self._dispatch(scope, self._capped(receive, limit), send_with_id)
+            except ClientDisconnect:
+                status = 499  # the client went away before its body arrived: nobody to answer
             except Exception as exc:
                 response = await self._handled(scope, receive, exc)
                 if started_response:
