@@ -7,7 +7,9 @@ from commprefs.domain.errors import InvalidEmail
 # No whitespace, specials or control characters (RFC 5321's atext, Unicode letters allowed), and
 # no U+FFFD: it only appears where bytes were not valid UTF-8.
 _LOCAL = re.compile(r"^[^\s@\"(),:;<>\[\\\]\x00-\x1f\x7f\ufffd]+$")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# Two labels or more, each as _LABEL, in one match (a match a label cost a batch's thousand addresses dearly).
+_DOMAIN = re.compile(rf"^(?:{_LABEL}\.)+{_LABEL}$")
 
 
 def normalize_email(raw: str, field: str | None = None) -> str:
@@ -25,9 +27,8 @@ def normalize_email(raw: str, field: str | None = None) -> str:
         raise InvalidEmail(raw, field)
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise InvalidEmail(raw, field)
-    labels = domain.split(".")
-    if len(domain) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+    if len(domain) > 253 or not _DOMAIN.match(domain):
         raise InvalidEmail(raw, field)
-    if labels[-1].isdigit():
+    if domain.rpartition(".")[2].isdigit():
         raise InvalidEmail(raw, field)
     return address
