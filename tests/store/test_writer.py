@@ -56,6 +56,17 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         outcome = asyncio.run(mixed())
         assert isinstance(outcome[0], RuntimeError)
         assert store.read(lambda tx: len(tx.list_events(portal.id, "after@example.com"))) == 1
+
+        async def refused_last() -> list[object]:
+            # A group's writes run without savepoints until one fails; the group then runs again with them.
+            # Those before the failure must be written once, not twice.
+            before = [store.write(unsubscribe(f"before{i}@example.com")) for i in range(5)]
+            return await asyncio.gather(*before, store.write(broken), return_exceptions=True)
+
+        outcome = asyncio.run(refused_last())
+        assert isinstance(outcome[-1], RuntimeError)
+        for i in range(5):
+            assert store.read(lambda tx, i=i: len(tx.list_events(portal.id, f"before{i}@example.com"))) == 1
         assert store.read(lambda tx: tx.list_events(portal.id, "half@example.com")) == []
         assert store.read(lambda tx: tx.get_subscriber(portal.id, "half@example.com", "EMAIL").statuses) == {}
         store.close()
