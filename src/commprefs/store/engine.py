@@ -37,8 +37,9 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5, autocheck
 
 
 def _sqlite_engine(url: str, *, writer: bool, autocheckpoint: bool) -> Engine:
-    # Readers run in worker threads (up to 40 in anyio's pool): keep that many connections open,
-    # or each read past the pool's size opens and closes a connection (and its PRAGMAs) anew.
+    # The reader threads hold a connection each; exports, the CLI and the pages' worker threads (up to
+    # 40 in anyio's pool) check out others: keep that many open, or each read past the pool's size
+    # opens and closes a connection (and its PRAGMAs) anew.
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
