@@ -40,6 +40,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 _MAX_SERIES = 10_000
+# Request ids: not uuid4, whose os.urandom call was a tenth of a hot request's time; an id needs to be unique,
+# not unguessable. A generator of its own (seeded from os.urandom in each process) leaves the random module's
+# shared state to others (Hypothesis warns when a server in the test's process draws from it).
+_REQUEST_IDS = random.Random()
 
 
 class Pipeline:
@@ -66,9 +70,7 @@ class Pipeline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        # Not uuid4: its os.urandom call was a tenth of a hot request's time. A request id needs to be
-        # unique, not unguessable; the random module is seeded from os.urandom in each process.
-        request_id = f"{random.getrandbits(128):032x}"
+        request_id = f"{_REQUEST_IDS.getrandbits(128):032x}"
         scope["app"] = self.app
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
