@@ -99,11 +99,10 @@ class Pipeline:
             except ClientDisconnect:
                 status = 499  # the client went away before its body arrived: nobody to answer
             except Exception as exc:
-                response = await self._handled(scope, receive, exc)
-                if started_response:
+                if started_response:  # too late to answer: the error is logged, once
                     log_unhandled(exc, request_id, self.log_pii)
                 else:
-                    await response(scope, receive, send_with_id)
+                    await (await self._handled(scope, receive, exc))(scope, receive, send_with_id)
         self._observe(scope, request_id, status, time.perf_counter() - started)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
