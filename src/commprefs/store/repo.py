@@ -453,11 +453,8 @@ class Tx:
         for n, query in enumerate(queries):
             compiled = query.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
             params = compiled.positiontup and [compiled.params[name] for name in compiled.positiontup]
-            driver = self.conn.connection.dbapi_connection
-            assert driver is not None
             # A named cursor is PostgreSQL's server-side cursor: rows cross the network a chunk at a time.
-            cursor = driver.cursor(name=f"export_{n}") if self._dialect == "postgresql" else driver.cursor()
-            with contextlib.closing(cursor):
+            with self._driver_cursor(f"export_{n}" if self._dialect == "postgresql" else None) as cursor:
                 cursor.execute(str(compiled), params or compiled.params)
                 while chunk := cursor.fetchmany(STREAM_ROWS):
                     yield list(chunk)
@@ -609,9 +606,11 @@ class Tx:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-    def _driver_cursor(self) -> Any:
-        """A cursor of the driver's connection under this transaction, closed after the block."""
-        return contextlib.closing(self.conn.connection.dbapi_connection.cursor())  # type: ignore[union-attr]
+    def _driver_cursor(self, name: str | None = None) -> Any:
+        """A cursor of the driver's connection under this transaction, closed after the block; `name` makes it
+        a server-side cursor (PostgreSQL)."""
+        driver: Any = self.conn.connection.dbapi_connection
+        return contextlib.closing(driver.cursor() if name is None else driver.cursor(name=name))
 
     def _upsert(self, table: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
         """INSERT ... ON CONFLICT (keys) DO UPDATE every other column, for many rows at once."""
