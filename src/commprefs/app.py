@@ -65,13 +65,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     rate_limiter = limiter_for(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         calm_garbage_collector()
         purge = asyncio.create_task(purge_expired_keys(app_store))
         async with contextlib.AsyncExitStack() as stack:
             if settings.webhooks:
                 await stack.enter_async_context(delivery.running(app_store, settings))
             yield
+        app.pipeline.flush()
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge

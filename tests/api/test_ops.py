@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commprefs.logs import AccessLog
 from tests.conftest import PortalFixture
 
 
@@ -19,6 +20,30 @@ def test_metrics_count_requests_by_route_template(api: httpx.Client) -> None:
     text = api.get("/metrics").text
     assert 'route="/communication-preferences/v3/status/email/{emailAddress:path}"' in text
     assert "metrics@example.com" not in text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """A sample's value in a /metrics text (0 when the series does not exist yet)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_each_request_is_counted_once_in_the_counter_and_the_latency_histogram(api: httpx.Client) -> None:
+    route = "/communication-preferences/v3/status/email/{emailAddress:path}"
+    before = api.get("/metrics").text
+    for n in range(7):
+        api.get(f"/communication-preferences/v3/status/email/count{n}@example.com")
+    for _ in range(3):
+        api.get("/communication-preferences/v3/status/email/not-an-address")
+    after = api.get("/metrics").text
+    ok = {"name": "commprefs_http_requests_total", "method": "GET", "route": route, "status": "200"}
+    bad = {**ok, "status": "400"}
+    timed = {"name": "commprefs_http_request_duration_seconds_count", "method": "GET", "route": route}
+    assert _sample(after, **ok) - _sample(before, **ok) == 7
+    assert _sample(after, **bad) - _sample(before, **bad) == 3
+    assert _sample(after, **timed) - _sample(before, **timed) == 10
 
 
 def test_every_response_carries_a_request_id(api: httpx.Client) -> None:
@@ -43,12 +68,10 @@ def test_access_log_names_routes_not_addresses_or_tokens(
         ).json()["unsubscribeAllUrl"]
         httpx.get(link)
         httpx.post(link, data={"List-Unsubscribe": "One-Click"})
-    access = [r for r in caplog.records if r.name == "commprefs.access"]
+    access = [line for r in caplog.records if r.name == "commprefs.access" for line in AccessLog.entries(r)]
     assert len(access) >= 6
-    assert "/preferences/{portal_id}/unsubscribe-all/{token}" in {getattr(r, "path", None) for r in access}
-    assert {getattr(r, "path", None) for r in access} >= {
-        "/communication-preferences/v3/status/email/{emailAddress:path}"
-    }
+    assert "/preferences/{portal_id}/unsubscribe-all/{token}" in {line["path"] for line in access}
+    assert {line["path"] for line in access} >= {"/communication-preferences/v3/status/email/{emailAddress:path}"}
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     assert "secret.person" not in logged
     assert portal.token not in logged

@@ -9,6 +9,7 @@ The access log names the route template (`/status/email/{emailAddress}`), not th
 address reaches the logs unless the operator sets COMMPREFS_LOG_PII.
 """
 
+import asyncio
 import inspect
 import logging
 import random
@@ -28,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from commprefs.api.errors import error_response
 from commprefs.api.ratelimit import STATE_KEY as RATE_LIMIT_HEADERS
 from commprefs.api.routing import Router
+from commprefs.logs import AccessLog
 
 access_log = logging.getLogger("commprefs.access")
 log = logging.getLogger("commprefs.api")
@@ -56,7 +58,10 @@ class Pipeline:
         # Paths that take files (imports) have their own, larger cap.
         self.large_bodies = large_bodies or {}
         self._router: Router | None = None
-        # prometheus_client's labels() takes a lock and hashes its arguments: each series is looked up once.
+        self.access_log = AccessLog(access_log)
+        # (method, route, status, seconds, request id, logged path) of each request answered in this turn of the
+        # event loop.
+        self._answered: list[tuple[str, str, int, float, str, str]] = []
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
 
@@ -89,13 +94,13 @@ class Pipeline:
                     headers.extend(limits)
             await send(message)
 
-        declared = _content_length(scope)
-        limit = self.large_bodies.get(scope["path"], self.max_body_bytes)
+        declared, has_body = _declared_body(scope)
+        limit = self.large_bodies.get(scope["path"], self.max_body_bytes) if has_body else 0
         if declared is not None and declared > limit:
             await error_response(None, 413, f"Request body exceeds {limit} bytes")(scope, receive, send_with_id)
         else:
             try:
-                await self._dispatch(scope, self._capped(receive, limit), send_with_id)
+                await self._dispatch(scope, self._capped(receive, limit) if has_body else receive, send_with_id)
             except ClientDisconnect:
                 status = 499  # the client went away before its body arrived: nobody to answer
             except Exception as exc:
@@ -159,32 +164,47 @@ class Pipeline:
         return capped_receive
 
     def _observe(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        """Keep the request's numbers for `flush`, which the end of this turn of the event loop runs."""
         route: Any = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        method = scope["method"]
+        path = scope["path"] if self.log_pii else template
+        if not self._answered:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._answered.append((scope["method"], template, status, seconds, request_id, path))
+
+    def flush(self) -> None:
+        """The metrics and access lines of the requests answered since the last call, all at once: one log
+        record for their lines, one increment of each counter (per request, the standard library's record and
+        prometheus_client's locks cost a fifth of a /healthz call)."""
+        answered, self._answered = self._answered, []
+        counts: dict[tuple[str, str, int], int] = {}
+        for method, template, status, seconds, _, _ in answered:
+            counts[method, template, status] = counts.get((method, template, status), 0) + 1
+            self._histogram(method, template).observe(seconds)
+        for (method, template, status), count in counts.items():
+            self._counter(method, template, status).inc(count)
+        if self.access_log.enabled():
+            self.access_log.write(
+                {"request_id": rid, "method": method, "path": path, "status": status, "ms": round(seconds * 1000, 2)}
+                for method, _, status, seconds, rid, path in answered
+            )
+
+    def _counter(self, method: str, template: str, status: int) -> Any:
+        """prometheus_client's labels() takes a lock and hashes its arguments: each series is looked up once."""
         counter = self._counters.get((method, template, status))
         if counter is None:
             if len(self._counters) >= _MAX_SERIES:
                 self._counters.clear()
             counter = self._counters[(method, template, status)] = REQUESTS.labels(method, template, str(status))
-        counter.inc()
+        return counter
+
+    def _histogram(self, method: str, template: str) -> Any:
         histogram = self._histograms.get((method, template))
         if histogram is None:
             if len(self._histograms) >= _MAX_SERIES:
                 self._histograms.clear()
             histogram = self._histograms[(method, template)] = LATENCY.labels(method, template)
-        histogram.observe(seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "path": scope["path"] if self.log_pii else template,
-                    "status": status,
-                    "ms": round(seconds * 1000, 2),
-                },
-            )
+        return histogram
 
 
 def log_unhandled(exc: Exception, request_id: str, log_pii: bool) -> None:
@@ -196,11 +216,18 @@ def log_unhandled(exc: Exception, request_id: str, log_pii: bool) -> None:
     log.error("unhandled error", extra={"request_id": request_id, "error": type(exc).__name__, "stack": frames})
 
 
-def _content_length(scope: Scope) -> int | None:
+def _declared_body(scope: Scope) -> tuple[int | None, bool]:
+    """The body's declared length, and whether the request has a body at all: without a Content-Length or a
+    Transfer-Encoding it has none (RFC 9112, 6.3), and nothing it could send is read."""
+    length: int | None = None
+    has_body = False
     for name, value in scope["headers"]:
         if name == b"content-length":
+            has_body = True
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                length = None
+        elif name == b"transfer-encoding":
+            has_body = True
+    return length, has_body

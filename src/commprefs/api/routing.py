@@ -66,6 +66,22 @@ class RouteIndex:
                 node = node.children.setdefault(segment, _Node())
             node.routes.append((order, route))
             self.size += 1
+        # A path with no parameter whose route is the first candidate for it (no route declared before it
+        # matches it too) goes straight to that route when the route takes the method.
+        self.exact: dict[str, Route] = {}
+        for path in {route.path for route in self._plain_routes() if "{" not in route.path}:
+            first = self.candidates(path)[0]
+            if isinstance(first, Route) and first.path == path:
+                self.exact[path] = first
+
+    def _plain_routes(self) -> list[Route]:
+        found: list[Route] = []
+        nodes = [self.root]
+        while nodes:
+            node = nodes.pop()
+            found += (route for _, route in node.routes if isinstance(route, Route))
+            nodes += node.children.values()
+        return found
 
     def candidates(self, path: str) -> list[BaseRoute]:
         found = list(self.root.routes)
@@ -85,6 +101,9 @@ class RouteIndex:
         if path is not None:
             scope = {**scope, "path": path}
         route_path = _route_path(scope)
+        exact = self.exact.get(route_path)
+        if exact is not None and (exact.methods is None or scope["method"] in exact.methods):
+            return exact, Match.FULL, {"endpoint": exact.endpoint, "path_params": {}, "route": exact}
         partial: tuple[BaseRoute, Match, Scope] | None = None
         for route in self.candidates(route_path):
             matched, child_scope = _matches(route, scope, route_path)
@@ -274,10 +293,15 @@ class Operation:
         self.query_params = query_params
         self.body_model = body_model
         self.body_name = dependant.body_params[0].name if body_model is not None else None
+        # Nothing to resolve (health checks): the endpoint is called as it is.
+        self.bare = not (needs or path_params or query_params or body_model or self.request_name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.lean:
             await self.framework(scope, receive, send)
+            return
+        if self.bare:
+            await self._respond(await self.endpoint(), scope, receive, send)
             return
         request = Request(scope, receive)
         kwargs: dict[str, Any] = {}
@@ -307,7 +331,9 @@ class Operation:
         if errors:
             raise RequestValidationError(errors)
         kwargs.update(values)
-        result = await self.endpoint(**kwargs)
+        await self._respond(await self.endpoint(**kwargs), scope, receive, send)
+
+    async def _respond(self, result: Any, scope: Scope, receive: Receive, send: Send) -> None:
         response = result if isinstance(result, Response) else self.response_class(jsonable_encoder(result))
         await response(scope, receive, send)
 
