@@ -31,9 +31,9 @@ NOT_SPECIFIED_SOURCE = "Not specified"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, and reads make thousands
 class Effective:
-    """One subscription of one subscriber as the APIs show it.
+    """One subscription of one subscriber as the APIs show it (built by `effective`, never changed after).
 
     `status` is v4's effective state: UNSUBSCRIBED while an opt-out from all covers the
     subscription, else what was recorded (NOT_SPECIFIED if nothing was).
