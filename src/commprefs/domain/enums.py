@@ -1,6 +1,7 @@
 """Closed sets of the domain, defined once."""
 
 from enum import StrEnum
+from typing import Final
 
 
 class Status(StrEnum):
@@ -54,6 +55,13 @@ class WideScope(StrEnum):
 
     PORTAL_WIDE = "PORTAL_WIDE"
     BUSINESS_UNIT_WIDE = "BUSINESS_UNIT_WIDE"
+
+
+# Members by value, for the loops that turn thousands of stored or imported values into members a call:
+# `Status(value)` goes through the enum machinery and cost a tenth of an import.
+STATUS_OF: Final = {member.value: member for member in Status}
+LEGAL_BASIS_OF: Final = {member.value: member for member in LegalBasis}
+WIDE_SCOPE_OF: Final = {member.value: member for member in WideScope}
 
 
 class Source(StrEnum):

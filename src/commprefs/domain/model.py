@@ -96,6 +96,8 @@ class Subscriber:
 
     def wide_opt_out(self, business_unit_id: int) -> WideStatus | None:
         """The opt-out from all that covers subscriptions of this brand, if any (portal-wide first)."""
+        if not self.wide:  # most subscribers: a batch read asks this for each of their subscriptions
+            return None
         for key in ((WideScope.PORTAL_WIDE, 0), (WideScope.BUSINESS_UNIT_WIDE, business_unit_id)):
             row = self.wide.get(key)
             if row is not None and row.status is Status.UNSUBSCRIBED:

@@ -12,7 +12,7 @@ PREFIX = "erased:"
 
 
 def tombstone_key(salt: str, address: str) -> str:
-    return PREFIX + hmac.new(salt.encode(), address.encode(), hashlib.sha256).hexdigest()
+    return PREFIX + hmac.digest(salt.encode(), address.encode(), hashlib.sha256).hex()
 
 
 def is_tombstone(subscriber: str) -> bool:

@@ -31,7 +31,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from commprefs.domain.enums import LegalBasis, Scope, Source, Status, WideScope
+from commprefs.domain.enums import (
+    LEGAL_BASIS_OF,
+    STATUS_OF,
+    WIDE_SCOPE_OF,
+    Scope,
+    Source,
+    Status,
+    WideScope,
+)
 from commprefs.domain.model import (
     BusinessUnit,
     Definition,
@@ -92,23 +100,34 @@ STREAM_ROWS = 2000
 
 
 @lru_cache(maxsize=256)
-def _subscribers_sql(paramstyle: str, addresses: int, wide_keys: int) -> str:
+def _subscribers_sql(dialect: str, addresses: int, wide_keys: int) -> str:
     """A subscriber load (statuses, then opt-outs from all and tombstones) as one statement, written for
     the driver: it runs on every API call, and SQLAlchemy's compiling of an expanding IN list took more
-    time than the database took to answer it. Positional parameters: portal, channel, the addresses;
-    portal, channel, the addresses and tombstone keys."""
-    mark = "?" if paramstyle == "qmark" else "%s"
+    time than the database took to answer it. Parameters: portal, channel, the addresses; portal, channel,
+    the addresses and tombstone keys (`_subscribers_params`).
 
-    def marks(n: int) -> str:
-        return ", ".join([mark] * n)
-
+    SQLite gets one parameter an address. PostgreSQL gets each list as one array (`= ANY(%s)`): the statement
+    is then the same whatever the number of addresses, and psycopg converts it once instead of scanning a
+    thousand placeholders on every batch (a twentieth of an import)."""
+    if dialect == "postgresql":
+        mark, within, within_wide = "%s", "= ANY(%s)", "= ANY(%s)"
+    else:
+        mark = "?"
+        within, within_wide = f"IN ({', '.join([mark] * addresses)})", f"IN ({', '.join([mark] * wide_keys)})"
     return (
         "SELECT 0, subscriber, subscription_id, status, legal_basis, legal_basis_explanation, source, updated_at, "
-        f"NULL FROM subscription_status WHERE portal_id = {mark} AND channel = {mark} "
-        f"AND subscriber IN ({marks(addresses)}) "
+        f"NULL FROM subscription_status WHERE portal_id = {mark} AND channel = {mark} AND subscriber {within} "
         "UNION ALL SELECT 1, subscriber, business_unit_id, status, NULL, NULL, source, updated_at, scope "
-        f"FROM wide_status WHERE portal_id = {mark} AND channel = {mark} AND subscriber IN ({marks(wide_keys)})"
+        f"FROM wide_status WHERE portal_id = {mark} AND channel = {mark} AND subscriber {within_wide}"
     )
+
+
+def _subscribers_params(
+    dialect: str, portal_id: int, channel: str, addresses: list[str], keys: list[str]
+) -> tuple[Any, ...]:
+    if dialect == "postgresql":
+        return (portal_id, channel, addresses, portal_id, channel, addresses + keys)
+    return (portal_id, channel, *addresses, portal_id, channel, *addresses, *keys)
 
 
 class Tx:
@@ -371,20 +390,23 @@ class Tx:
             current = self.portal_snapshot(portal_id)[0]
             erasure_salt = current.erasure_salt if current else None
         keys = {tombstone_key(erasure_salt, a): a for a in found} if erasure_salt else {}
-        sql = _subscribers_sql(self.conn.dialect.paramstyle, len(found), len(found) + len(keys))
-        params = (portal_id, str(channel), *found, portal_id, str(channel), *found, *keys)
+        if self._dialect == "postgresql":  # one plan for any count (see _subscribers_sql)
+            sql = _subscribers_sql(self._dialect, 0, 0)
+        else:
+            sql = _subscribers_sql(self._dialect, len(found), len(found) + len(keys))
+        params = _subscribers_params(self._dialect, portal_id, str(channel), list(found), list(keys))
         erased: list[tuple[str, int]] = []
         for row in self._driver_rows(sql, params):
             kind, subscriber, number, status, basis, explanation, source, updated_at, scope = row
             if kind == 0:
                 found[subscriber].statuses[number] = StoredStatus(
-                    number, Status(status), LegalBasis(basis) if basis else None, explanation, source, updated_at
+                    number, STATUS_OF[status], LEGAL_BASIS_OF[basis] if basis else None, explanation, source, updated_at
                 )
             elif subscriber in keys:
                 erased.append((keys[subscriber], updated_at))
             else:
-                wide = WideScope(scope)
-                found[subscriber].wide[(wide, number)] = WideStatus(wide, number, Status(status), source, updated_at)
+                wide = WIDE_SCOPE_OF[scope]
+                found[subscriber].wide[(wide, number)] = WideStatus(wide, number, STATUS_OF[status], source, updated_at)
         for address, erased_at in erased:
             subscriber = found[address]
             subscriber.erased_at = erased_at

@@ -18,7 +18,7 @@ from functools import cached_property
 
 from commprefs.consent import ImportedStatus, Provenance
 from commprefs.domain.email import normalize_email
-from commprefs.domain.enums import LegalBasis, Source, Status, WideScope
+from commprefs.domain.enums import LEGAL_BASIS_OF, STATUS_OF, WIDE_SCOPE_OF, LegalBasis, Source, Status, WideScope
 from commprefs.domain.errors import DomainError
 
 
@@ -114,21 +114,20 @@ def _email(row: dict[str, str], column: str) -> str:
 
 
 def _status(text: str) -> Status:
-    try:
-        return Status(text.strip().upper())
-    except ValueError:
+    status = STATUS_OF.get(text.strip().upper())
+    if status is None:
         allowed = ", ".join(s.value for s in Status)
-        raise RowError(f"status {text!r} is not one of {allowed}") from None
+        raise RowError(f"status {text!r} is not one of {allowed}")
+    return status
 
 
 def _legal_basis(text: str) -> LegalBasis | None:
     value = text.strip()
     if not value:
         return None
-    try:
-        return LegalBasis(value.upper())
-    except ValueError:
-        pass
+    basis = LEGAL_BASIS_OF.get(value.upper())
+    if basis is not None:
+        return basis
     for label, basis in HUBSPOT_LEGAL_BASES.items():
         if column_key(value) == column_key(label):
             return basis
@@ -204,7 +203,7 @@ def commprefs_parser(columns: Columns, now: int) -> Parser:
         )
         scope_text = cell(scope_col).upper()
         if scope_text in ("PORTAL_WIDE", "BUSINESS_UNIT_WIDE"):
-            scope = WideScope(scope_text)
+            scope = WIDE_SCOPE_OF[scope_text]
             if scope is WideScope.BUSINESS_UNIT_WIDE and unit is None:
                 raise RowError("a BUSINESS_UNIT_WIDE row needs its business_unit_id")
             return [ImportedStatus(address, state, provenance, scope=scope, business_unit_id=unit)]
