@@ -14,7 +14,7 @@ from commprefs.api.responses import JSON
 from commprefs.api.wire import SubscriptionId, Text, definition_json, v3_status_json
 from commprefs.clock import now_ms
 from commprefs.domain.email import normalize_email
-from commprefs.domain.enums import LegalBasis, Source, Status
+from commprefs.domain.enums import Channel, LegalBasis, Source, Status
 from commprefs.domain.model import Actor, TokenInfo
 
 
@@ -42,7 +42,8 @@ async def get_email_status(emailAddress: str, request: Request, caller: ReadCall
     address = normalize_email(emailAddress)
     actor = api_actor(request, caller)
     views = await store.aread(
-        lambda tx: consent.apply(tx, caller.portal_id, actor, now_ms(), consent.Changes.statuses, address)
+        lambda tx: consent.apply(tx, caller.portal_id, actor, now_ms(), consent.Changes.statuses, address),
+        subscriber=(caller.portal_id, Channel.EMAIL, address),
     )
     return JSON({"recipient": emailAddress.strip(), "subscriptionStatuses": [v3_status_json(v) for v in views]})
 

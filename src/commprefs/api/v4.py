@@ -124,7 +124,8 @@ async def get_statuses(
     found = await store.aread(
         lambda tx: consent.apply(
             tx, caller.portal_id, actor, started, consent.Changes.statuses, address, businessUnitId
-        )
+        ),
+        subscriber=(caller.portal_id, channel, address),
     )
     return JSON(envelope([public_status_json(s, subscriberIdString) for s in found], started))
 
@@ -159,7 +160,8 @@ async def get_unsubscribe_all(
 ) -> Any:
     started = now_ms()
     address = normalize_email(subscriberIdString)
-    subscriber = await store.aread(lambda tx: tx.get_subscriber(caller.portal_id, address, channel))
+    key = (caller.portal_id, channel, address)
+    subscriber = await store.aread(lambda tx: tx.get_subscriber(*key), subscriber=key)
     rows = consent.wide_statuses(subscriber, businessUnitId)
     return JSON(envelope([wide_status_json(w, subscriberIdString) for w in rows], started))
 

@@ -10,7 +10,7 @@ from commprefs.store.cache import PortalCache
 from commprefs.store.checkpoint import Checkpointer
 from commprefs.store.engine import make_engine
 from commprefs.store.migrate import migrate
-from commprefs.store.reader import Reader
+from commprefs.store.reader import Reader, SubscriberRead
 from commprefs.store.repo import Tx
 from commprefs.store.writer import Writer
 
@@ -46,10 +46,14 @@ class Store:
         with self.engine.connect() as conn, conn.begin():
             return work(Tx(conn, self.cache))
 
-    async def aread(self, work: Callable[[Tx], T]) -> T:
-        """`work` in a read transaction, grouped with the reads queued meanwhile (store/reader.py)."""
+    async def aread(self, work: Callable[[Tx], T], *, subscriber: tuple[int, str, str] | None = None) -> T:
+        """`work` in a read transaction, grouped with the reads queued meanwhile (store/reader.py). A read of one
+        subscriber's rows names it, `(portal id, channel, address)`: the group loads all such together."""
         if self._reader is None:
             self._reader = Reader(self.engine, self.cache, READ_THREADS.get(self.dialect, 4))
+        if subscriber is not None:
+            portal_id, channel, address = subscriber
+            return await self._reader.submit(SubscriberRead(work, portal_id, str(channel), (address,)))
         return await self._reader.submit(work)
 
     @contextmanager

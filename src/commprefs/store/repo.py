@@ -142,6 +142,8 @@ class Tx:
         self.changed_portals: set[int] = set()
         self._dialect = conn.dialect.name
         self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        # Subscribers loaded ahead for a group of reads (preload_subscribers), by portal, channel and salt.
+        self._preloaded: dict[tuple[int, str, str | None], dict[str, Subscriber]] = {}
 
     # -- portals and brands -------------------------------------------------------------
 
@@ -373,6 +375,14 @@ class Tx:
 
     # -- statuses -------------------------------------------------------------------------
 
+    def preload_subscribers(self, portal_id: int, channel: str, addresses: Iterable[str]) -> None:
+        """Load these subscribers in one statement, for the reads of this transaction to share: a reader runs
+        a group's single-subscriber reads after one load of all of them (store/reader.py). The subscribers
+        are shared as they are, so only reads, which never change them, may run on a preloading Tx."""
+        current = self.portal_snapshot(portal_id)[0]
+        salt = current.erasure_salt if current else None
+        self._preloaded[(portal_id, str(channel), salt)] = self.get_subscribers(portal_id, addresses, channel, salt)
+
     def get_subscriber(self, portal_id: int, address: str, channel: str) -> Subscriber:
         return self.get_subscribers(portal_id, [address], channel)[address]
 
@@ -389,6 +399,9 @@ class Tx:
         if erasure_salt is None:
             current = self.portal_snapshot(portal_id)[0]
             erasure_salt = current.erasure_salt if current else None
+        preloaded = self._preloaded.get((portal_id, str(channel), erasure_salt))
+        if preloaded is not None and found.keys() <= preloaded.keys():
+            return {address: preloaded[address] for address in found}
         keys = {tombstone_key(erasure_salt, a): a for a in found} if erasure_salt else {}
         if self._dialect == "postgresql":  # one plan for any count (see _subscribers_sql)
             sql = _subscribers_sql(self._dialect, 0, 0)
