@@ -160,8 +160,10 @@ async def get_unsubscribe_all(
 ) -> Any:
     started = now_ms()
     address = normalize_email(subscriberIdString)
-    key = (caller.portal_id, channel, address)
-    subscriber = await store.aread(lambda tx: tx.get_subscriber(*key), subscriber=key)
+    subscriber = await store.aread(
+        lambda tx: tx.get_subscriber(caller.portal_id, address, channel),
+        subscriber=(caller.portal_id, channel, address),
+    )
     rows = consent.wide_statuses(subscriber, businessUnitId)
     return JSON(envelope([wide_status_json(w, subscriberIdString) for w in rows], started))
 

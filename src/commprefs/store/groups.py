@@ -55,6 +55,10 @@ class GroupThreads:
         for thread in self._threads:
             thread.join(timeout=10)
 
+    def connect(self) -> Connection:
+        """The connection a thread holds (opened again after a failure)."""
+        return self._engine.connect()
+
     def run_group(self, conn: Connection, group: list[Job]) -> Outcomes:
         raise NotImplementedError
 
@@ -77,7 +81,7 @@ class GroupThreads:
                 group.append(job)
             try:
                 if conn is None or conn.closed or conn.invalidated:
-                    conn = self._engine.connect()
+                    conn = self.connect()
                 outcomes = self.run_group(conn, group)
             except Exception as exc:  # the database itself failed: every caller in the group learns it
                 log.warning("%s group of %d failed: %s", self.kind, len(group), type(exc).__name__)

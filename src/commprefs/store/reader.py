@@ -63,6 +63,14 @@ class Reader(GroupThreads):
         self._cache = cache
         super().__init__(engine, threads=threads, max_group=MAX_GROUP, name="commprefs-reader")
 
+    def connect(self) -> Connection:
+        conn = self._engine.connect()
+        if conn.dialect.name == "postgresql":
+            # No BEGIN and COMMIT around a group on PostgreSQL: under READ COMMITTED every statement takes a
+            # snapshot of its own inside a transaction too, and they were two of a group's three round trips.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn
+
     def run_group(self, conn: Connection, group: list[Job]) -> Outcomes:
         outcomes: Outcomes = []
         pending = self._read_until_error(conn, group, outcomes, preload=True)
