@@ -11,37 +11,11 @@ from commprefs.clock import now_ms
 from commprefs.domain.enums import Channel, Source, Status
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
-from commprefs.store.reader import Reader, SubscriberRead
+from commprefs.store.groups import SubscriberWork
+from commprefs.store.reader import Reader
 from commprefs.tenancy import create_portal
 from tests.conftest import STORES, database_url
-
-
-class CountingTx(Tx):
-    """A Tx that counts the subscriber statements it runs (preloads and single loads alike)."""
-
-    statements = 0
-
-    def _driver_rows(self, sql: str, params: Any) -> Any:
-        if "FROM subscription_status" in sql:
-            CountingTx.statements += 1
-        return super()._driver_rows(sql, params)
-
-
-async def grouped(reader: Reader, jobs: list[Any]) -> list[Any]:
-    """`jobs` submitted while the reader's one thread is held, so that they run as one group."""
-    loop = asyncio.get_running_loop()
-    release = asyncio.Event()
-
-    def hold(_tx: Tx) -> None:
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
-
-    holding = asyncio.ensure_future(reader.submit(hold))
-    await asyncio.sleep(0.05)
-    queued = [asyncio.ensure_future(reader.submit(job)) for job in jobs]
-    await asyncio.sleep(0.05)
-    release.set()
-    await holding
-    return await asyncio.gather(*queued)
+from tests.store.held import CountingTx, grouped
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -63,21 +37,21 @@ def test_a_group_of_subscriber_reads_loads_them_once_and_each_read_sees_its_own(
             consent.apply(tx, portal.id, actor, now_ms(), consent.unsubscribe_from_all, "r1@example.com", None)
 
         monkeypatch.setattr("commprefs.store.reader.Tx", CountingTx)
-        CountingTx.statements = 0
+        CountingTx.reset()
         reader = Reader(store.engine, store.cache, threads=1)
 
-        def statuses(address: str) -> SubscriberRead:
+        def statuses(address: str) -> SubscriberWork:
             def read(tx: Tx) -> dict[int, Status]:
                 found = consent.apply(tx, portal.id, actor, now_ms(), consent.Changes.statuses, address)
                 return {s.definition.id: s.status for s in found}
 
-            return SubscriberRead(read, portal.id, str(Channel.EMAIL), (address,))
+            return SubscriberWork(read, portal.id, str(Channel.EMAIL), address)
 
         try:
             results = asyncio.run(grouped(reader, [statuses(f"r{n}@example.com") for n in range(30)]))
         finally:
             reader.close()
-        assert CountingTx.statements == 1, "the 30 reads of the group were loaded by one statement"
+        assert CountingTx.loads == 1, "the 30 reads of the group were loaded by one statement"
         for n, found in enumerate(results):
             if n == 1:
                 assert set(found.values()) == {Status.UNSUBSCRIBED}, "opted out of all"
@@ -104,9 +78,9 @@ def test_a_failing_preload_leaves_each_read_to_run_on_its_own(
 
         monkeypatch.setattr(Tx, "preload_subscribers", refuse)
         monkeypatch.setattr("commprefs.store.reader.Tx", CountingTx)
-        CountingTx.statements = 0
+        CountingTx.reset()
         reads = [
-            SubscriberRead(lambda tx, a=a: tx.get_subscriber(portal.id, a, "EMAIL").address, portal.id, "EMAIL", (a,))
+            SubscriberWork(lambda tx, a=a: tx.get_subscriber(portal.id, a, "EMAIL").address, portal.id, "EMAIL", a)
             for a in ("a@example.com", "b@example.com", "c@example.com")
         ]
         reader = Reader(store.engine, store.cache, threads=1)
@@ -114,5 +88,5 @@ def test_a_failing_preload_leaves_each_read_to_run_on_its_own(
             assert asyncio.run(grouped(reader, reads)) == ["a@example.com", "b@example.com", "c@example.com"]
         finally:
             reader.close()
-        assert CountingTx.statements == 3, "each read loaded its own subscriber"
+        assert CountingTx.loads == 3, "each read loaded its own subscriber"
         store.close()

@@ -26,11 +26,19 @@ TTL_MS = 24 * 3600 * 1000
 MAX_KEY = 255
 
 
-async def idempotent(request: Request, caller: TokenInfo, store: Store, work: Callable[[Tx], JSON]) -> Response:
-    """Run `work` through the writer, honouring the request's Idempotency-Key if it has one."""
+async def idempotent(
+    request: Request,
+    caller: TokenInfo,
+    store: Store,
+    work: Callable[[Tx], JSON],
+    *,
+    subscriber: tuple[int, str, str] | None = None,
+) -> Response:
+    """Run `work` through the writer, honouring the request's Idempotency-Key if it has one; `subscriber` as
+    `Store.write` takes it (a change of one subscriber's statuses)."""
     key = request.headers.get(HEADER)
     if key is None:
-        return await store.write(work)
+        return await store.write(work, subscriber=subscriber)
     if not key.strip() or len(key) > MAX_KEY:
         raise ApiError(
             400,
@@ -58,7 +66,7 @@ async def idempotent(request: Request, caller: TokenInfo, store: Store, work: Ca
         tx.save_idempotent(caller.portal_id, key, fingerprint, response.status_code, bytes(response.body), now)
         return response
 
-    return await store.write(once)
+    return await store.write(once, subscriber=subscriber)
 
 
 async def purge_expired_keys(store: Store, every_seconds: float = 3600) -> None:

@@ -67,6 +67,7 @@ def _change(
             caller,
             store,
             lambda tx: JSON(v3_status_json(consent.apply(tx, caller.portal_id, actor, now_ms(), operation, change))),
+            subscriber=(caller.portal_id, Channel.EMAIL, change.address),
         )
 
     endpoint.__doc__ = operation.__doc__

@@ -147,7 +147,7 @@ async def set_status(
         result = consent.apply(tx, caller.portal_id, actor, started, consent.set_status, change)
         return JSON(envelope([public_status_json(result, subscriberIdString)], started))
 
-    return await idempotent(request, caller, store, work)
+    return await idempotent(request, caller, store, work, subscriber=(caller.portal_id, Channel.EMAIL, change.address))
 
 
 async def get_unsubscribe_all(
@@ -188,7 +188,7 @@ async def unsubscribe_all(
         results = [public_status_json(s, subscriberIdString) for s in affected] if verbose else []
         return JSON(envelope(results, started))
 
-    return await idempotent(request, caller, store, work)
+    return await idempotent(request, caller, store, work, subscriber=(caller.portal_id, channel, address))
 
 
 async def generate_links(

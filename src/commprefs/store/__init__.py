@@ -9,8 +9,9 @@ from sqlalchemy import Engine
 from commprefs.store.cache import PortalCache
 from commprefs.store.checkpoint import Checkpointer
 from commprefs.store.engine import make_engine
+from commprefs.store.groups import SubscriberWork
 from commprefs.store.migrate import migrate
-from commprefs.store.reader import Reader, SubscriberRead
+from commprefs.store.reader import Reader
 from commprefs.store.repo import Tx
 from commprefs.store.writer import Writer
 
@@ -52,10 +53,7 @@ class Store:
         subscriber's rows names it, `(portal id, channel, address)`: the group loads all such together."""
         if self._reader is None:
             self._reader = Reader(self.engine, self.cache, READ_THREADS.get(self.dialect, 4))
-        if subscriber is not None:
-            portal_id, channel, address = subscriber
-            return await self._reader.submit(SubscriberRead(work, portal_id, str(channel), (address,)))
-        return await self._reader.submit(work)
+        return await self._reader.submit(_marked(work, subscriber))
 
     @contextmanager
     def snapshot(self) -> Iterator[Tx]:
@@ -67,7 +65,9 @@ class Store:
             with conn.begin():
                 yield Tx(conn, self.cache)
 
-    async def write(self, work: Callable[[Tx], T]) -> T:
+    async def write(self, work: Callable[[Tx], T], *, subscriber: tuple[int, str, str] | None = None) -> T:
+        """`work` in the next group commit (store/writer.py). A status change of one subscriber names it,
+        `(portal id, channel, address)`: the writer loads and writes all such changes of a group together."""
         if self._writer is None:
             database = self.engine.url.database if self.dialect == "sqlite" else None
             on_file = database not in (None, "", ":memory:")
@@ -75,7 +75,7 @@ class Store:
             self._writer = Writer(engine, self.cache)
             if on_file:
                 self._checkpointer = Checkpointer(str(database))
-        return await self._writer.submit(work)
+        return await self._writer.submit(_marked(work, subscriber))
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -101,3 +101,10 @@ class Store:
         if self._sync_writer_engine is not None:
             self._sync_writer_engine.dispose()
         self.engine.dispose()
+
+
+def _marked(work: Callable[[Tx], T], subscriber: tuple[int, str, str] | None) -> Callable[[Tx], T]:
+    if subscriber is None:
+        return work
+    portal_id, channel, address = subscriber
+    return SubscriberWork(work, portal_id, str(channel), address)

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -24,6 +25,34 @@ log = logging.getLogger(__name__)
 Job = tuple[Callable[[Tx], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 Outcomes = list[tuple[asyncio.AbstractEventLoop, Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberWork:
+    """Work on one subscriber of one portal and channel, and nothing else of theirs: its statuses, opt-outs
+    from all and consent events (a single-call read or status change). A group of such work shares one load
+    of its subscribers (`preload`); the writer also writes their changes together (store/writer.py)."""
+
+    work: Callable[[Tx], Any]
+    portal_id: int
+    channel: str
+    address: str
+
+    def __call__(self, tx: Tx) -> Any:
+        return self.work(tx)
+
+
+def preload(tx: Tx, group: list[Job]) -> None:
+    """The subscribers of a group's SubscriberWork, loaded together (when there are two or more)."""
+    wanted: dict[tuple[int, str], set[str]] = {}
+    count = 0
+    for work, _, _ in group:
+        if isinstance(work, SubscriberWork):
+            wanted.setdefault((work.portal_id, work.channel), set()).add(work.address)
+            count += 1
+    if count > 1:
+        for (portal_id, channel), addresses in wanted.items():
+            tx.preload_subscribers(portal_id, channel, addresses)
 
 
 class GroupThreads:

@@ -6,54 +6,25 @@ indexed lookup itself. A reader thread holds its connection, takes everything qu
 runs the reads one after the other in one read transaction (store/groups.py). A read that fails is answered
 with its error alone.
 
-A read of one contact's statuses says so (`SubscriberRead`): the reader loads the subscribers of every such read
-of a group in one statement before it runs them, instead of one statement a read (on PostgreSQL, one round trip
-and one query for the group instead of one each).
+A read of one contact's statuses says so (`SubscriberWork`, store/groups.py): the reader loads the subscribers of
+every such read of a group in one statement before it runs them, instead of one statement a read (on PostgreSQL,
+one round trip and one query for the group instead of one each).
 """
 
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from commprefs.store.cache import PortalCache
-from commprefs.store.groups import GroupThreads, Job, Outcomes
+from commprefs.store.groups import GroupThreads, Job, Outcomes, preload
 from commprefs.store.repo import Tx
 
 MAX_GROUP = 64
 # Errors of the database (through SQLAlchemy or straight from the driver), after which a transaction may refuse
 # every further statement.
 DATABASE_ERRORS = (DBAPIError, sqlite3.Error, psycopg.Error)
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberRead:
-    """A read that loads these subscribers of one portal and channel (and reads them only)."""
-
-    work: Callable[[Tx], Any]
-    portal_id: int
-    channel: str
-    addresses: tuple[str, ...]
-
-    def __call__(self, tx: Tx) -> Any:
-        return self.work(tx)
-
-
-def _preload(tx: Tx, jobs: list[Job]) -> None:
-    """The subscribers of a group's SubscriberReads, loaded together (when there are two reads or more)."""
-    wanted: dict[tuple[int, str], set[str]] = {}
-    reads = 0
-    for work, _, _ in jobs:
-        if isinstance(work, SubscriberRead):
-            wanted.setdefault((work.portal_id, work.channel), set()).update(work.addresses)
-            reads += 1
-    if reads > 1:
-        for (portal_id, channel), addresses in wanted.items():
-            tx.preload_subscribers(portal_id, channel, addresses)
 
 
 class Reader(GroupThreads):
@@ -73,19 +44,21 @@ class Reader(GroupThreads):
 
     def run_group(self, conn: Connection, group: list[Job]) -> Outcomes:
         outcomes: Outcomes = []
-        pending = self._read_until_error(conn, group, outcomes, preload=True)
+        pending = self._read_until_error(conn, group, outcomes, preloading=True)
         while pending:  # a rerun after an error does without the preload
-            pending = self._read_until_error(conn, pending, outcomes, preload=False)
+            pending = self._read_until_error(conn, pending, outcomes, preloading=False)
         return outcomes
 
-    def _read_until_error(self, conn: Connection, jobs: list[Job], outcomes: Outcomes, preload: bool) -> list[Job]:
+    def _read_until_error(
+        self, conn: Connection, jobs: list[Job], outcomes: Outcomes, *, preloading: bool
+    ) -> list[Job]:
         """Run `jobs` in one transaction until one fails in the database; the jobs after it are returned, to run
         in a new transaction (PostgreSQL refuses every statement after an error until the transaction ends)."""
         tx = Tx(conn, self._cache)
         with conn.begin() as transaction:
-            if preload:
+            if preloading:
                 try:
-                    _preload(tx, jobs)
+                    preload(tx, jobs)
                 except Exception as exc:
                     if conn.invalidated or isinstance(exc, psycopg.OperationalError):
                         raise

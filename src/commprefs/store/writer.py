@@ -5,13 +5,19 @@ group; only then is each caller answered: every acknowledged write is durable, a
 fsync a group. A write the rules refuse must roll back alone: when one is refused, the group is
 rolled back and runs again with each write in its own SAVEPOINT (and so does the next group);
 groups with no refusal, the usual case, pay for no savepoint.
+
+A group made only of single-subscriber status changes (`SubscriberWork`, store/groups.py) is merged: its
+subscribers are loaded by one statement, the changes are planned one after the other on those shared
+subscribers, and their rows are written together at the end (one upsert of statuses, one of opt-outs, one
+insert of events) instead of three statements a change. If anything fails, nothing of the merged run is kept:
+the group runs again with savepoints, unmerged.
 """
 
 from sqlalchemy import Connection, Engine
 
 from commprefs.metrics import WRITE_GROUP_SIZE
 from commprefs.store.cache import PortalCache
-from commprefs.store.groups import GroupThreads, Job, Outcomes
+from commprefs.store.groups import GroupThreads, Job, Outcomes, SubscriberWork, preload
 from commprefs.store.repo import Tx
 
 MAX_GROUP = 256
@@ -45,17 +51,22 @@ class Writer(GroupThreads):
         back and None returned: nothing was committed nor answered, and the group runs again with savepoints."""
         outcomes: Outcomes = []
         self._tx = Tx(conn, self._cache)
+        merged = len(group) > 1 and all(isinstance(work, SubscriberWork) for work, _, _ in group)
         with conn.begin() as transaction:
-            for work, loop, future in group:
-                try:
-                    result = work(self._tx)
-                except Exception:
-                    if conn.invalidated:
-                        raise  # the connection died: the whole group fails with this error
-                    transaction.rollback()
-                    self._refused_last = True
-                    return None
-                outcomes.append((loop, (future, result, None)))
+            try:
+                if merged:
+                    self._tx.defer_writes()
+                    preload(self._tx, group)
+                for work, loop, future in group:
+                    outcomes.append((loop, (future, work(self._tx), None)))
+                if merged:
+                    self._tx.write_deferred()
+            except Exception:
+                if conn.invalidated:
+                    raise  # the connection died: the whole group fails with this error
+                transaction.rollback()
+                self._refused_last = True
+                return None
         return outcomes
 
     def _run_with_savepoints(self, conn: Connection, group: list[Job]) -> tuple[Outcomes, bool]:
