@@ -129,6 +129,7 @@ class Changes:
         self.import_id = import_id
         self.definitions = {d.id: d for d in definitions}
         self._by_name: dict[str, list[Definition]] | None = None
+        self._named: dict[tuple[str, int | None], Definition] = {}
         self._active: dict[int | None, list[Definition]] = {}
         self._units: set[int] = set()
         self._subscribers: dict[str, Subscriber] = {}
@@ -172,6 +173,9 @@ class Changes:
 
     def definition_named(self, name: str, business_unit_id: int | None = None) -> Definition:
         """An active definition by its name (any case); a name two brands share needs the brand."""
+        known = self._named.get((name, business_unit_id))
+        if known is not None:  # an import asks this for each of its rows, with a few names
+            return known
         if self._by_name is None:
             self._by_name = {}
             for d in self.active_definitions():
@@ -185,6 +189,7 @@ class Changes:
                 f"{len(found)} brands have a subscription named {name!r}: give its id or business unit",
                 field="subscription",
             )
+        self._named[(name, business_unit_id)] = found[0]
         return found[0]
 
     def require_business_unit(self, business_unit_id: int) -> None:
