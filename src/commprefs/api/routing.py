@@ -43,6 +43,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class _Node:
     routes: list[tuple[int, BaseRoute]] = field(default_factory=list)
     children: dict[str, "_Node"] = field(default_factory=dict)
+    # The routes of this node and of every node above it, in declaration order: a path that ends its walk
+    # here may go to any of them.
+    candidates: list[BaseRoute] = field(default_factory=list)
 
 
 def static_segments(path: str) -> list[str]:
@@ -66,6 +69,12 @@ class RouteIndex:
                 node = node.children.setdefault(segment, _Node())
             node.routes.append((order, route))
             self.size += 1
+        pending = [(self.root, list[tuple[int, BaseRoute]]())]
+        while pending:
+            node, above = pending.pop()
+            mine = sorted(above + node.routes, key=lambda entry: entry[0])
+            node.candidates = [route for _, route in mine]
+            pending += ((child, mine) for child in node.children.values())
         # A path with no parameter whose route is the first candidate for it (no route declared before it
         # matches it too) goes straight to that route when the route takes the method.
         self.exact: dict[str, Route] = {}
@@ -84,16 +93,13 @@ class RouteIndex:
         return found
 
     def candidates(self, path: str) -> list[BaseRoute]:
-        found = list(self.root.routes)
-        node: _Node | None = self.root
+        node = self.root
         for segment in path.split("/")[1:]:
-            node = node.children.get(segment) if node is not None else None
-            if node is None:
+            child = node.children.get(segment)
+            if child is None:
                 break
-            found += node.routes
-        if len(found) > 1:
-            found.sort(key=lambda entry: entry[0])
-        return [route for _, route in found]
+            node = child
+        return node.candidates
 
     def match(self, scope: Scope, path: str | None = None) -> tuple[BaseRoute, Match, Scope] | None:
         """The route a request goes to, as Starlette's router picks it: the first full match, else the first
