@@ -3,8 +3,13 @@
 import asyncio
 from typing import Any
 
-from commprefs.store import Tx
-from commprefs.store.groups import GroupThreads
+from commprefs import consent
+from commprefs.clock import now_ms
+from commprefs.domain.enums import Source, Status
+from commprefs.domain.model import Actor
+from commprefs.store import Store, Tx
+from commprefs.store.groups import GroupThreads, SubscriberWork
+from commprefs.tenancy import create_portal
 
 
 class CountingTx(Tx):
@@ -28,6 +33,14 @@ class CountingTx(Tx):
         cls.loads = cls.status_writes = 0
 
 
+def run_grouped(threads: GroupThreads, jobs: list[Any]) -> list[Any]:
+    """`jobs` run by `threads` as one group (`grouped`); the threads are closed after."""
+    try:
+        return asyncio.run(grouped(threads, jobs))
+    finally:
+        threads.close()
+
+
 async def grouped(threads: GroupThreads, jobs: list[Any]) -> list[Any]:
     """`jobs` submitted while the (one) thread is held by a job before them, so that they run as one group;
     their results, or the exceptions they raised."""
@@ -44,3 +57,23 @@ async def grouped(threads: GroupThreads, jobs: list[Any]) -> list[Any]:
     release.set()
     await holding
     return await asyncio.gather(*queued, return_exceptions=True)
+
+
+def new_portal(url: str) -> tuple[Store, int, list[int]]:
+    """A migrated store (with the portal cache on) holding a new portal; its id and its definitions' ids."""
+    store = Store(url, cache_seconds=60)
+    store.migrate()
+    with store.transaction() as tx:
+        portal = create_portal(tx, "held", gdpr_enabled=False, now=now_ms())
+        return store, portal.id, [d.id for d in tx.list_definitions(portal.id)]
+
+
+def status_change(portal_id: int, address: str, subscription: int, state: Status) -> SubscriberWork:
+    """A v4 status change of one address, as the API hands it to the writer; its answer is the new status."""
+    request = consent.StatusInput(address, subscription, state)
+    return SubscriberWork(
+        lambda tx: consent.apply(tx, portal_id, Actor(Source.API), now_ms(), consent.set_status, request).status,
+        portal_id,
+        "EMAIL",
+        address,
+    )

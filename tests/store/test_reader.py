@@ -1,6 +1,5 @@
 """The group readers: single-subscriber reads queued together share one load of their subscribers."""
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,11 @@ from commprefs import consent
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Channel, Source, Status
 from commprefs.domain.model import Actor
-from commprefs.store import Store, Tx
+from commprefs.store import Tx
 from commprefs.store.groups import SubscriberWork
 from commprefs.store.reader import Reader
-from commprefs.tenancy import create_portal
 from tests.conftest import STORES, database_url
-from tests.store.held import CountingTx, grouped
+from tests.store.held import CountingTx, new_portal, run_grouped
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -23,18 +21,14 @@ def test_a_group_of_subscriber_reads_loads_them_once_and_each_read_sees_its_own(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with database_url(kind, tmp_path) as url:
-        store = Store(url, cache_seconds=60)
-        store.migrate()
-        with store.transaction() as tx:
-            portal = create_portal(tx, "reader", gdpr_enabled=False, now=now_ms())
-            marketing = tx.list_definitions(portal.id)[0].id
+        store, portal_id, (marketing, *_) = new_portal(url)
         actor = Actor(Source.API)
         for n in range(0, 30, 3):  # every third address unsubscribed from marketing
             change = consent.StatusInput(f"r{n}@example.com", marketing, Status.UNSUBSCRIBED)
             with store.transaction() as tx:
-                consent.apply(tx, portal.id, actor, now_ms(), consent.unsubscribe_v3, change)
+                consent.apply(tx, portal_id, actor, now_ms(), consent.unsubscribe_v3, change)
         with store.transaction() as tx:
-            consent.apply(tx, portal.id, actor, now_ms(), consent.unsubscribe_from_all, "r1@example.com", None)
+            consent.apply(tx, portal_id, actor, now_ms(), consent.unsubscribe_from_all, "r1@example.com", None)
 
         monkeypatch.setattr("commprefs.store.reader.Tx", CountingTx)
         CountingTx.reset()
@@ -42,15 +36,12 @@ def test_a_group_of_subscriber_reads_loads_them_once_and_each_read_sees_its_own(
 
         def statuses(address: str) -> SubscriberWork:
             def read(tx: Tx) -> dict[int, Status]:
-                found = consent.apply(tx, portal.id, actor, now_ms(), consent.Changes.statuses, address)
+                found = consent.apply(tx, portal_id, actor, now_ms(), consent.Changes.statuses, address)
                 return {s.definition.id: s.status for s in found}
 
-            return SubscriberWork(read, portal.id, str(Channel.EMAIL), address)
+            return SubscriberWork(read, portal_id, str(Channel.EMAIL), address)
 
-        try:
-            results = asyncio.run(grouped(reader, [statuses(f"r{n}@example.com") for n in range(30)]))
-        finally:
-            reader.close()
+        results = run_grouped(reader, [statuses(f"r{n}@example.com") for n in range(30)])
         assert CountingTx.loads == 1, "the 30 reads of the group were loaded by one statement"
         for n, found in enumerate(results):
             if n == 1:
@@ -68,10 +59,7 @@ def test_a_failing_preload_leaves_each_read_to_run_on_its_own(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with database_url(kind, tmp_path) as url:
-        store = Store(url)
-        store.migrate()
-        with store.transaction() as tx:
-            portal = create_portal(tx, "reader", gdpr_enabled=False, now=now_ms())
+        store, portal_id, _ = new_portal(url)
 
         def refuse(*_args: Any) -> None:
             raise ValueError("no preload today")
@@ -80,13 +68,10 @@ def test_a_failing_preload_leaves_each_read_to_run_on_its_own(
         monkeypatch.setattr("commprefs.store.reader.Tx", CountingTx)
         CountingTx.reset()
         reads = [
-            SubscriberWork(lambda tx, a=a: tx.get_subscriber(portal.id, a, "EMAIL").address, portal.id, "EMAIL", a)
+            SubscriberWork(lambda tx, a=a: tx.get_subscriber(portal_id, a, "EMAIL").address, portal_id, "EMAIL", a)
             for a in ("a@example.com", "b@example.com", "c@example.com")
         ]
         reader = Reader(store.engine, store.cache, threads=1)
-        try:
-            assert asyncio.run(grouped(reader, reads)) == ["a@example.com", "b@example.com", "c@example.com"]
-        finally:
-            reader.close()
+        assert run_grouped(reader, reads) == ["a@example.com", "b@example.com", "c@example.com"]
         assert CountingTx.loads == 3, "each read loaded its own subscriber"
         store.close()

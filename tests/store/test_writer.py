@@ -12,11 +12,10 @@ from commprefs.domain.errors import NotFound, RuleViolation
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
 from commprefs.store.engine import make_engine
-from commprefs.store.groups import SubscriberWork
 from commprefs.store.writer import Writer
 from commprefs.tenancy import create_portal
 from tests.conftest import STORES, database_url
-from tests.store.held import CountingTx, grouped
+from tests.store.held import CountingTx, new_portal, run_grouped, status_change
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -94,50 +93,32 @@ def test_a_group_of_single_subscriber_changes_is_loaded_and_written_once_in_orde
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with database_url(kind, tmp_path) as url:
-        store = Store(url, cache_seconds=60)
-        store.migrate()
-        with store.transaction() as tx:
-            portal = create_portal(tx, "merged", gdpr_enabled=False, now=now_ms())
-            marketing, other = (d.id for d in tx.list_definitions(portal.id)[:2])
-        actor = Actor(Source.API)
-
-        def change(address: str, subscription: int, state: Status) -> SubscriberWork:
-            request = consent.StatusInput(address, subscription, state)
-            return SubscriberWork(
-                lambda tx: consent.apply(tx, portal.id, actor, now_ms(), consent.set_status, request).status,
-                portal.id,
-                "EMAIL",
-                address,
-            )
-
-        jobs = [change(f"m{n}@example.com", marketing, Status.SUBSCRIBED) for n in range(20)]
+        store, portal_id, (marketing, other, *_) = new_portal(url)
+        jobs = [status_change(portal_id, f"m{n}@example.com", marketing, Status.SUBSCRIBED) for n in range(20)]
         # The same address three times in the group: each change sees the one before it.
         jobs += [
-            change("twice@example.com", marketing, Status.SUBSCRIBED),
-            change("twice@example.com", marketing, Status.UNSUBSCRIBED),
-            change("twice@example.com", other, Status.SUBSCRIBED),
+            status_change(portal_id, "twice@example.com", marketing, Status.SUBSCRIBED),
+            status_change(portal_id, "twice@example.com", marketing, Status.UNSUBSCRIBED),
+            status_change(portal_id, "twice@example.com", other, Status.SUBSCRIBED),
         ]
         monkeypatch.setattr("commprefs.store.writer.Tx", CountingTx)
         CountingTx.reset()
         writer = Writer(make_engine(url, writer=True, pool_size=1), store.cache)
-        try:
-            results = asyncio.run(grouped(writer, jobs))
-        finally:
-            writer.close()
+        results = run_grouped(writer, jobs)
         assert results == [Status.SUBSCRIBED] * 21 + [Status.UNSUBSCRIBED, Status.SUBSCRIBED]
         assert (CountingTx.loads, CountingTx.status_writes) == (1, 1), "one load and one write for the group"
-        twice = store.read(lambda tx: tx.get_subscriber(portal.id, "twice@example.com", "EMAIL"))
+        twice = store.read(lambda tx: tx.get_subscriber(portal_id, "twice@example.com", "EMAIL"))
         assert {n: s.status for n, s in twice.statuses.items()} == {
             marketing: Status.UNSUBSCRIBED,
             other: Status.SUBSCRIBED,
         }
-        events = store.read(lambda tx: tx.list_events(portal.id, "twice@example.com"))
+        events = store.read(lambda tx: tx.list_events(portal_id, "twice@example.com"))
         assert [(e.subscription_id, e.old_status, e.new_status) for e in events] == [
             (marketing, "NOT_SPECIFIED", "SUBSCRIBED"),
             (marketing, "SUBSCRIBED", "UNSUBSCRIBED"),
             (other, "NOT_SPECIFIED", "SUBSCRIBED"),
         ]
-        assert len(store.read(lambda tx: tx.list_events(portal.id))) == 23
+        assert len(store.read(lambda tx: tx.list_events(portal_id))) == 23
         store.close()
 
 
@@ -146,31 +127,13 @@ def test_a_refused_change_in_a_merged_group_fails_alone_and_the_others_are_writt
     kind: str, tmp_path: Path
 ) -> None:
     with database_url(kind, tmp_path) as url:
-        store = Store(url, cache_seconds=60)
-        store.migrate()
-        with store.transaction() as tx:
-            portal = create_portal(tx, "merged", gdpr_enabled=False, now=now_ms())
-            marketing = tx.list_definitions(portal.id)[0].id
-        actor = Actor(Source.API)
-
-        def change(address: str, subscription: int) -> SubscriberWork:
-            request = consent.StatusInput(address, subscription, Status.UNSUBSCRIBED)
-            return SubscriberWork(
-                lambda tx: consent.apply(tx, portal.id, actor, now_ms(), consent.set_status, request).status,
-                portal.id,
-                "EMAIL",
-                address,
-            )
-
-        jobs = [change(f"r{n}@example.com", marketing) for n in range(10)]
-        jobs.insert(5, change("refused@example.com", 999_999))  # no such subscription
+        store, portal_id, (marketing, *_) = new_portal(url)
+        jobs = [status_change(portal_id, f"r{n}@example.com", marketing, Status.UNSUBSCRIBED) for n in range(10)]
+        jobs.insert(5, status_change(portal_id, "refused@example.com", 999_999, Status.UNSUBSCRIBED))  # no such one
         writer = Writer(make_engine(url, writer=True, pool_size=1), store.cache)
-        try:
-            results = asyncio.run(grouped(writer, jobs))
-        finally:
-            writer.close()
+        results = run_grouped(writer, jobs)
         assert isinstance(results[5], NotFound)
         assert results[:5] + results[6:] == [Status.UNSUBSCRIBED] * 10
-        events = store.read(lambda tx: tx.list_events(portal.id))
+        events = store.read(lambda tx: tx.list_events(portal_id))
         assert sorted(e.subscriber for e in events) == sorted(f"r{n}@example.com" for n in range(10))
         store.close()
