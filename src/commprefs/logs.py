@@ -4,10 +4,9 @@ Every request writes an access line, so that line must be cheap: `AccessLog` wri
 answered in one turn of the event loop (api/pipeline.py) together, as one record of the `commprefs.access`
 logger whose message is those lines, formatted with the keys any line gets here. One record a request through
 the standard library (making the record, the handler's lock, a write and a flush each) was a sixth of a
-`/healthz` call. For the
-other records, `quiet_record_attributes` turns off what the standard library gathers for each record and no
-formatter here prints (the caller's file and line, thread, process and multiprocessing names; Python's logging
-documentation, "Optimization"), and the time is formatted once a second.
+`/healthz` call. For the other records, `quiet_record_attributes` turns off what the standard library gathers
+for each record and no formatter here prints (the caller's file and line, thread, process and multiprocessing
+names; Python's logging documentation, "Optimization"), and the time is formatted once a second.
 """
 
 import logging
