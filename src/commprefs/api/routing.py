@@ -63,6 +63,7 @@ class RouteIndex:
     def __init__(self, routes: Iterable[BaseRoute]) -> None:
         self.root = _Node()
         self.size = 0
+        routes = list(routes)
         for order, route in enumerate(routes):
             node = self.root
             for segment in static_segments(getattr(route, "path", "") or ""):
@@ -78,19 +79,10 @@ class RouteIndex:
         # A path with no parameter whose route is the first candidate for it (no route declared before it
         # matches it too) goes straight to that route when the route takes the method.
         self.exact: dict[str, Route] = {}
-        for path in {route.path for route in self._plain_routes() if "{" not in route.path}:
+        for path in {route.path for route in routes if isinstance(route, Route) and "{" not in route.path}:
             first = self.candidates(path)[0]
             if isinstance(first, Route) and first.path == path:
                 self.exact[path] = first
-
-    def _plain_routes(self) -> list[Route]:
-        found: list[Route] = []
-        nodes = [self.root]
-        while nodes:
-            node = nodes.pop()
-            found += (route for _, route in node.routes if isinstance(route, Route))
-            nodes += node.children.values()
-        return found
 
     def candidates(self, path: str) -> list[BaseRoute]:
         node = self.root

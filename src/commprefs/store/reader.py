@@ -35,7 +35,7 @@ class Reader(GroupThreads):
         super().__init__(engine, threads=threads, max_group=MAX_GROUP, name="commprefs-reader")
 
     def connect(self) -> Connection:
-        conn = self._engine.connect()
+        conn = super().connect()
         if conn.dialect.name == "postgresql":
             # No BEGIN and COMMIT around a group on PostgreSQL: under READ COMMITTED every statement takes a
             # snapshot of its own inside a transaction too, and they were two of a group's three round trips.

@@ -99,46 +99,50 @@ COPY_ROWS = 64
 STREAM_ROWS = 2000
 
 
-@lru_cache(maxsize=256)
-def _subscribers_sql(dialect: str, addresses: int, wide_keys: int) -> str:
-    """A subscriber load (statuses, then opt-outs from all and tombstones) as one statement, written for
-    the driver: it runs on every API call, and SQLAlchemy's compiling of an expanding IN list took more
-    time than the database took to answer it. Parameters: `_subscribers_params`.
+# A subscriber load (statuses, then opt-outs from all and tombstones) as one statement, written for the driver:
+# it runs on every API call, and SQLAlchemy's compiling of an expanding IN list took more time than the database
+# took to answer it.
+#
+# PostgreSQL gets each list as one array, so that the statement is the same whatever the number of addresses
+# (psycopg converted a thousand placeholders anew every batch), and looks each address up on its own (a LATERAL
+# subquery behind OFFSET 0, which the planner cannot fold into a join): with `subscriber = ANY(...)`, a table that
+# had grown since its last ANALYZE was read whole for the portal (a group of 32 addresses took 13 ms, not 0.6).
+_PG_SUBSCRIBERS = (
+    "SELECT 0, s.subscriber, s.subscription_id, s.status, s.legal_basis, s.legal_basis_explanation, "
+    "s.source, s.updated_at, NULL FROM unnest(%s::varchar[]) AS a(subscriber) CROSS JOIN LATERAL ("
+    "SELECT * FROM subscription_status WHERE portal_id = %s AND subscriber = a.subscriber AND channel = %s "
+    "OFFSET 0) s "
+    "UNION ALL SELECT 1, w.subscriber, w.business_unit_id, w.status, NULL, NULL, w.source, w.updated_at, "
+    "w.scope FROM unnest(%s::varchar[]) AS b(subscriber) CROSS JOIN LATERAL ("
+    "SELECT * FROM wide_status WHERE portal_id = %s AND subscriber = b.subscriber AND channel = %s "
+    "OFFSET 0) w"
+)
 
-    SQLite gets one parameter an address. PostgreSQL gets each list as one array, so that the statement is
-    the same whatever the number of addresses (psycopg converted a thousand placeholders anew every batch),
-    and looks each address up on its own (a LATERAL subquery behind OFFSET 0, which the planner cannot fold
-    into a join): with `subscriber = ANY(...)`, a table that had grown since its last ANALYZE was read whole
-    for the portal (a group of 32 addresses took 13 ms instead of 0.6)."""
-    if dialect == "postgresql":
-        return (
-            "SELECT 0, s.subscriber, s.subscription_id, s.status, s.legal_basis, s.legal_basis_explanation, "
-            "s.source, s.updated_at, NULL FROM unnest(%s::varchar[]) AS a(subscriber) CROSS JOIN LATERAL ("
-            "SELECT * FROM subscription_status WHERE portal_id = %s AND subscriber = a.subscriber AND channel = %s "
-            "OFFSET 0) s "
-            "UNION ALL SELECT 1, w.subscriber, w.business_unit_id, w.status, NULL, NULL, w.source, w.updated_at, "
-            "w.scope FROM unnest(%s::varchar[]) AS b(subscriber) CROSS JOIN LATERAL ("
-            "SELECT * FROM wide_status WHERE portal_id = %s AND subscriber = b.subscriber AND channel = %s "
-            "OFFSET 0) w"
-        )
+
+@lru_cache(maxsize=256)
+def _sqlite_subscribers(addresses: int, wide_keys: int) -> str:
+    """The same load on SQLite, with one parameter an address."""
+
+    def marks(n: int) -> str:
+        return ", ".join(["?"] * n)
+
     return (
         "SELECT 0, subscriber, subscription_id, status, legal_basis, legal_basis_explanation, source, updated_at, "
-        f"NULL FROM subscription_status WHERE portal_id = ? AND channel = ? AND subscriber IN ({_marks(addresses)}) "
+        f"NULL FROM subscription_status WHERE portal_id = ? AND channel = ? AND subscriber IN ({marks(addresses)}) "
         "UNION ALL SELECT 1, subscriber, business_unit_id, status, NULL, NULL, source, updated_at, scope "
-        f"FROM wide_status WHERE portal_id = ? AND channel = ? AND subscriber IN ({_marks(wide_keys)})"
+        f"FROM wide_status WHERE portal_id = ? AND channel = ? AND subscriber IN ({marks(wide_keys)})"
     )
 
 
-def _marks(n: int) -> str:
-    return ", ".join(["?"] * n)
-
-
-def _subscribers_params(
+def _subscribers_statement(
     dialect: str, portal_id: int, channel: str, addresses: list[str], keys: list[str]
-) -> tuple[Any, ...]:
+) -> tuple[str, tuple[Any, ...]]:
+    """The subscriber load and its parameters: the addresses' statuses, and the addresses' and tombstone keys'
+    opt-outs from all."""
     if dialect == "postgresql":
-        return (addresses, portal_id, channel, addresses + keys, portal_id, channel)
-    return (portal_id, channel, *addresses, portal_id, channel, *addresses, *keys)
+        return _PG_SUBSCRIBERS, (addresses, portal_id, channel, addresses + keys, portal_id, channel)
+    sql = _sqlite_subscribers(len(addresses), len(addresses) + len(keys))
+    return sql, (portal_id, channel, *addresses, portal_id, channel, *addresses, *keys)
 
 
 class Tx:
@@ -408,9 +412,6 @@ class Tx:
         of single-subscriber changes then write once a group instead of once a change (on PostgreSQL, three
         round trips instead of three a change). Only for work whose subscribers were preloaded: a later load
         must see the changes still waiting here."""
-        self._deferred_statuses = {}
-        self._deferred_wide = {}
-        self._deferred_events = []
         self._deferring = True
 
     def write_deferred(self) -> None:
@@ -450,11 +451,7 @@ class Tx:
         self, portal_id: int, channel: str, erasure_salt: str | None, found: dict[str, Subscriber]
     ) -> dict[str, Subscriber]:
         keys = {tombstone_key(erasure_salt, a): a for a in found} if erasure_salt else {}
-        if self._dialect == "postgresql":  # one plan for any count (see _subscribers_sql)
-            sql = _subscribers_sql(self._dialect, 0, 0)
-        else:
-            sql = _subscribers_sql(self._dialect, len(found), len(found) + len(keys))
-        params = _subscribers_params(self._dialect, portal_id, str(channel), list(found), list(keys))
+        sql, params = _subscribers_statement(self._dialect, portal_id, str(channel), list(found), list(keys))
         erased: list[tuple[str, int]] = []
         for row in self._driver_rows(sql, params):
             kind, subscriber, number, status, basis, explanation, source, updated_at, scope = row
