@@ -207,9 +207,8 @@ async def import_rejects(importId: ObjectId, caller: AdminCaller, store: StoreDe
     def rows() -> Iterator[bytes]:
         with store.snapshot() as tx:
             rejects = tx.stream_rejects(caller.portal_id, importId)
-            yield from exporter.csv_chunks(
-                [*importer.REJECT_COLUMNS, *header], ([r.line, r.reason, *json.loads(r.raw)] for r in rejects)
-            )
+            rows = ([r.line, r.reason, *json.loads(r.raw)] for r in rejects)
+            yield from exporter.csv_chunks([*importer.REJECT_COLUMNS, *header], exporter.in_chunks(rows))
 
     return _streaming(rows(), "text/csv; charset=utf-8", f"{importId}-rejects.csv")
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -98,24 +99,24 @@ def encode(tx: Tx, export: ExportPlan) -> Iterator[bytes]:
         for chunk in chunks:
             yield b"".join(orjson.dumps(dict(zip(_JSON_KEYS, row, strict=True))) + b"\n" for row in chunk)
         return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COMMPREFS_COLUMNS)
-    for chunk in chunks:
-        writer.writerows(chunk)
-        yield _drain(buffer)
-    yield _drain(buffer)
+    yield from csv_chunks(COMMPREFS_COLUMNS, chunks)
 
 
-def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
-    """A header and rows as CSV, in chunks of CHUNK_ROWS rows."""
+def in_chunks(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:
+    """`rows` in lists of CHUNK_ROWS (the last one shorter)."""
+    source = iter(rows)
+    while chunk := list(islice(source, CHUNK_ROWS)):
+        yield chunk
+
+
+def csv_chunks(header: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[bytes]:
+    """A header and chunks of rows as CSV, by the csv module's C writer, one encoded chunk each."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    for count, row in enumerate(rows, start=1):
-        writer.writerow(row)
-        if count % CHUNK_ROWS == 0:
-            yield _drain(buffer)
+    for chunk in chunks:
+        writer.writerows(chunk)
+        yield _drain(buffer)
     yield _drain(buffer)
 
 
