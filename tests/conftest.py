@@ -20,12 +20,12 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from commprefs import tenancy
 from commprefs.app import create_app
 from commprefs.clock import now_ms
 from commprefs.config import Settings
 from commprefs.domain.enums import Scope
 from commprefs.store import Store
+from commprefs.tenancy import setup as tenancy
 from tests.openapi import validate_exchange
 
 pytest_plugins = ["pytester"]
@@ -152,7 +152,7 @@ class PortalFixture:
         return secret
 
     def events(self, address: str | None = None) -> list[dict[str, object]]:
-        rows = self.server.store.read(lambda tx: tx.list_events(self.id, address))
+        rows = self.server.store.read(lambda tx: tx.feed.list_events(self.id, address))
         return [dict(r._mapping) for r in rows]
 
     def update(self, **settings: object) -> None:
@@ -164,7 +164,7 @@ def make_portal(server: Server, *, gdpr: bool = False) -> PortalFixture:
     with server.store.transaction() as tx:
         created = tenancy.create_portal(tx, "Test portal", gdpr_enabled=gdpr, now=now_ms())
         _, secret = tenancy.create_token(tx, created.id, list(Scope), "test", now_ms())
-        definitions = {d.name: d.id for d in tx.list_definitions(created.id)}
+        definitions = {d.name: d.id for d in tx.portals.list_definitions(created.id)}
     return PortalFixture(created.id, secret, server, definitions)
 
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from commprefs import tenancy
 from commprefs.cli import main
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope
 from commprefs.store import Store
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import Server, run_server
 from tests.procs import run_cli
 
@@ -48,7 +48,7 @@ class Cli:
         return httpx.Client(base_url=self.server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def token_id(self, secret: str) -> str:
-        info = self.store.read(lambda tx: tx.find_token(tenancy.hash_token(secret)))
+        info = self.store.read(lambda tx: tx.tokens.find_token(tenancy.hash_token(secret)))
         assert info is not None, "the printed token is not known to the database"
         return info.id
 
@@ -94,9 +94,9 @@ def subscribe(api: httpx.Client, email: str, subscription_id: int) -> httpx.Resp
 def test_portal_create_prints_only_the_new_id(cli: Cli, created: tuple[str, int]) -> None:
     out, portal_id = created
     assert out == f"{portal_id}\n"
-    portal = cli.store.read(lambda tx: tx.get_portal(portal_id))
+    portal = cli.store.read(lambda tx: tx.portals.get_portal(portal_id))
     assert portal is not None and portal.name == "CLI portal" and portal.gdpr_enabled is False
-    names = [d.name for d in cli.store.read(lambda tx: tx.list_definitions(portal_id))]
+    names = [d.name for d in cli.store.read(lambda tx: tx.portals.list_definitions(portal_id))]
     assert names == DEFAULT_NAMES
 
 
@@ -104,9 +104,9 @@ def test_portal_create_gdpr_requires_a_legal_basis(cli: Cli) -> None:
     out = cli.ok("portal", "create", "--name", "GDPR portal", "--gdpr")
     assert out.strip().isdigit() and out == f"{out.strip()}\n"
     gdpr_id = int(out)
-    portal = cli.store.read(lambda tx: tx.get_portal(gdpr_id))
+    portal = cli.store.read(lambda tx: tx.portals.get_portal(gdpr_id))
     assert portal is not None and portal.gdpr_enabled is True
-    marketing = cli.store.read(lambda tx: tx.list_definitions(gdpr_id))[0].id
+    marketing = cli.store.read(lambda tx: tx.portals.list_definitions(gdpr_id))[0].id
     with cli.client(cli.admin_token(gdpr_id)) as api:
         response = subscribe(api, "gdpr@example.com", marketing)
     assert response.status_code == 400
@@ -116,7 +116,7 @@ def test_portal_create_gdpr_requires_a_legal_basis(cli: Cli) -> None:
 def test_portal_update_turns_gdpr_on(cli: Cli) -> None:
     with cli.store.transaction() as tx:
         target = tenancy.create_portal(tx, "Soon GDPR", gdpr_enabled=False, now=now_ms())
-    marketing = cli.store.read(lambda tx: tx.list_definitions(target.id))[0].id
+    marketing = cli.store.read(lambda tx: tx.portals.list_definitions(target.id))[0].id
     with cli.client(cli.admin_token(target.id)) as api:
         assert subscribe(api, "before@example.com", marketing).status_code == 200
         out = cli.ok("portal", "update", str(target.id), "--gdpr")
@@ -124,7 +124,7 @@ def test_portal_update_turns_gdpr_on(cli: Cli) -> None:
         after = subscribe(api, "after@example.com", marketing)
     assert after.status_code == 400, after.text
     assert after.json()["errors"][0]["in"] == "legalBasis"
-    portal = cli.store.read(lambda tx: tx.get_portal(target.id))
+    portal = cli.store.read(lambda tx: tx.portals.get_portal(target.id))
     assert portal is not None and portal.gdpr_enabled is True
 
 
@@ -135,7 +135,7 @@ def test_read_token_reads_but_cannot_write(cli: Cli, portal_id: int) -> None:
     out = cli.ok("token", "create", "--portal", str(portal_id), "--scope", "communication_preferences.read")
     secret = out.strip()
     assert out == f"{secret}\n" and secret.startswith("cp_") and len(secret) > 20
-    info = cli.store.read(lambda tx: tx.find_token(tenancy.hash_token(secret)))
+    info = cli.store.read(lambda tx: tx.tokens.find_token(tenancy.hash_token(secret)))
     assert info is not None and info.portal_id == portal_id and info.scopes == {Scope.READ}
     with cli.client(secret) as api:
         definitions = api.get(f"{V3}/definitions")
@@ -186,7 +186,7 @@ def test_token_revoke_stops_the_token(cli: Cli, portal_id: int) -> None:
         response = api.get(f"{V3}/definitions")
     assert response.status_code == 401
     assert response.json()["category"] == "INVALID_AUTHENTICATION"
-    rows = cli.store.read(lambda tx: tx.list_tokens(portal_id))
+    rows = cli.store.read(lambda tx: tx.tokens.list_tokens(portal_id))
     assert [r.revoked_at is not None for r in rows if r.id == token_id] == [True]
 
 
@@ -246,7 +246,7 @@ def test_definitions_create_list_update_deactivate(cli: Cli, portal_id: int, bra
         assert key not in after and len(after) == 3
         listed = {d["id"]: d for d in api.get(f"{V3}/definitions").json()["subscriptionDefinitions"]}
     assert key not in listed or listed[key]["isActive"] is False
-    stored = cli.store.read(lambda tx: tx.get_definition(portal_id, definition_id))
+    stored = cli.store.read(lambda tx: tx.portals.get_definition(portal_id, definition_id))
     assert stored is not None and stored.is_active is False and stored.name == "Product updates"
 
 
@@ -255,7 +255,7 @@ def test_definitions_create_list_update_deactivate(cli: Cli, portal_id: int, bra
 
 def test_links_generate_prints_working_links_and_rotation_revokes_them(cli: Cli, portal_id: int) -> None:
     cli.ok("portal", "update", str(portal_id), "--public-url", cli.server.base_url)
-    marketing = next(d.id for d in cli.store.read(lambda tx: tx.list_definitions(portal_id)) if d.is_default)
+    marketing = next(d.id for d in cli.store.read(lambda tx: tx.portals.list_definitions(portal_id)) if d.is_default)
     out = cli.ok("links", "generate", "--portal", str(portal_id), "--subscription", str(marketing), "CLI@Example.com")
     printed = dict(line.split("\t") for line in out.splitlines())
     assert set(printed) == {"manage", "unsubscribe-all", "unsubscribe"}
@@ -278,13 +278,13 @@ def test_webhooks_add_list_update_deliveries_replay_delete(cli: Cli, portal_id: 
     out = cli.ok("webhooks", "add", "--portal", str(portal_id), "--url", "https://hooks.example.org/consent")
     endpoint_id, secret = out.strip().split("\t")
     assert endpoint_id.startswith("ep_") and secret.startswith("whsec_")
-    stored = cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id))
+    stored = cli.store.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id))
     assert stored is not None and stored.secret == secret and stored.enabled
     listed = cli.ok("webhooks", "list", "--portal", str(portal_id))
     assert endpoint_id in listed and "enabled" in listed and secret not in listed
 
     assert "disabled" in cli.ok("webhooks", "update", endpoint_id, "--portal", str(portal_id), "--disable")
-    assert not cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)).enabled
+    assert not cli.store.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id)).enabled
     cli.ok(
         "webhooks",
         "update",
@@ -295,19 +295,19 @@ def test_webhooks_add_list_update_deliveries_replay_delete(cli: Cli, portal_id: 
         "--event",
         "subscription.opted_out_of_all",
     )
-    row = cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id))
+    row = cli.store.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id))
     assert row.enabled and row.event_types == "subscription.opted_out_of_all"
 
     assert cli.ok("webhooks", "deliveries", endpoint_id, "--portal", str(portal_id)) == ""
     assert "sent again" in cli.ok(
         "webhooks", "replay", endpoint_id, "--portal", str(portal_id), "--since", "2020-01-01"
     )
-    assert cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)).cursor_id == 0
+    assert cli.store.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id)).cursor_id == 0
 
     refused = cli.run("webhooks", "add", "--portal", str(portal_id), "--url", "http://127.0.0.1:9/hook")
     assert refused.returncode == 1 and "private" in refused.stderr
     assert "deleted" in cli.ok("webhooks", "delete", endpoint_id, "--portal", str(portal_id))
-    assert cli.store.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id)) is None
+    assert cli.store.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id)) is None
 
 
 # -- errors and help ----------------------------------------------------------------------

@@ -87,7 +87,7 @@ def stored_statuses(tx: Tx, portal_id: int, subscription: int, emails: Iterable[
     emails = list(emails)
     found: dict[str, Status | None] = {}
     for start in range(0, len(emails), 500):  # keeps each IN list well under SQLite's parameter limit
-        subscribers = tx.get_subscribers(portal_id, emails[start : start + 500], Channel.EMAIL)
+        subscribers = tx.statuses.get_subscribers(portal_id, emails[start : start + 500], Channel.EMAIL)
         for email, subscriber in subscribers.items():
             stored = subscriber.statuses.get(subscription)
             found[email] = stored.status if stored else None
@@ -127,7 +127,7 @@ def test_acknowledged_unsubscribe_survives_sigkill(launch: Launcher) -> None:
 
     second = launch()
     assert "Demo portal" not in second.output(), "a restart must find the database, not start over"
-    events = launch.read(lambda tx: tx.list_events(portal_id, email))
+    events = launch.read(lambda tx: tx.feed.list_events(portal_id, email))
     stored = launch.read(lambda tx: stored_statuses(tx, portal_id, subscription, [email]))
     assert [(e.subscription_id, e.old_status, e.new_status) for e in events] == [
         (subscription, "NOT_SPECIFIED", "UNSUBSCRIBED")
@@ -293,7 +293,7 @@ def check_durable(launch: Launcher, portal_id: int, load: Load, replay: str) -> 
     """Read straight from the database: every acknowledged write has its status and its one event, and
     every write that was sent has both or neither (a status and its event are one transaction)."""
     subscription = load.subscription
-    events = launch.read(lambda tx: tx.list_events(portal_id))
+    events = launch.read(lambda tx: tx.feed.list_events(portal_id))
     stored = launch.read(lambda tx: stored_statuses(tx, portal_id, subscription, load.attempted))
     history: dict[str, list[tuple[int, str, str]]] = {}
     for e in events:

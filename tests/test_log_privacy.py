@@ -27,10 +27,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from commprefs import tenancy
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope
 from commprefs.store import Store
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import database_url, free_port
 from tests.pages.kit import csrf_of
 from tests.procs import ServeProcess

@@ -61,7 +61,7 @@ def test_database_url_puts_the_server_on_postgresql(pytester: pytest.Pytester, w
         result.assert_outcomes(passed=1)
         store = Store(url)
         try:
-            assert store.read(lambda tx: tx.count_portals()) == 1
+            assert store.read(lambda tx: tx.portals.count_portals()) == 1
         finally:
             store.close()
 

@@ -8,13 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from commprefs import consent, tenancy
+from commprefs import consent
 from commprefs.clock import now_ms
 from commprefs.domain.enums import LegalBasis, Source, Status, WideScope
 from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Actor
 from commprefs.store import Tx
 from commprefs.store.schema import consent_event, subscription_status, wide_status
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import Server
 
 ADDRESSES = ["a@example.com", "b@example.com", "c@example.com"]
@@ -39,7 +40,7 @@ def _setup(tx: Tx, gdpr: bool) -> tuple[int, list[int], int]:
     portal = tenancy.create_portal(tx, "props", gdpr_enabled=gdpr, now=now)
     brand = tenancy.create_business_unit(tx, portal.id, "Second", now)
     tenancy.create_definition(tx, portal.id, "Brand news", "", now=now + 3, business_unit_id=brand.id)
-    return portal.id, [d.id for d in tx.list_definitions(portal.id)], brand.id
+    return portal.id, [d.id for d in tx.portals.list_definitions(portal.id)], brand.id
 
 
 def _apply(tx: Tx, portal_id: int, definitions: list[int], brand: int, op: tuple[Any, ...]) -> None:

@@ -31,12 +31,14 @@ import pytest
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from commprefs import consent, delivery, webhooks
+from commprefs import consent
 from commprefs.clock import iso, now_ms
 from commprefs.config import Settings
 from commprefs.domain.enums import Source, Status
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
+from commprefs.webhooks import endpoints as webhooks
+from commprefs.webhooks import sender as delivery
 from tests.conftest import PG_ENV, STORES, PortalFixture, Server, database_url, free_port, make_portal, run_server
 from tests.procs import COMMAND, ServeProcess, cli_env
 
@@ -844,8 +846,8 @@ def test_every_event_arrives_after_a_sigkill_and_restart(served: Served, receive
     killed_at = time.monotonic()
     before_restart = len(first_arrivals(receiver.snapshot()))
 
-    events = served.read(lambda tx: tx.list_events(portal_id))
-    state = served.read(lambda tx: tx.get_endpoint(portal_id, endpoint_id))
+    events = served.read(lambda tx: tx.feed.list_events(portal_id))
+    state = served.read(lambda tx: tx.webhooks.get_endpoint(portal_id, endpoint_id))
     expected = [evt(e.id) for e in sorted(events, key=lambda e: (e.txid, e.id))]
     assert len(expected) == 30 and state is not None
     leased_for = max(0.0, (state.lease_until or 0) - now_ms()) / 1000

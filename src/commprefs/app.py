@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from commprefs import __version__, delivery, metrics
+from commprefs import __version__, metrics
 from commprefs.api import admin, history, openapi, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
@@ -24,7 +24,10 @@ from commprefs.config import Settings, get_settings
 from commprefs.pages import views as pages
 from commprefs.pages.mailer import Mailer
 from commprefs.pages.ratelimit import SlidingWindow
+from commprefs.services import Services
 from commprefs.store import Store
+from commprefs.store.ratelimit import counter_for
+from commprefs.webhooks import sender
 
 # Collect cyclic garbage every this many allocations (CPython's default, 700, ran a collection every
 # few requests; with the default, a v4 write's p99 was five times its p50, with this 1.5 times).
@@ -62,15 +65,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or get_settings()
     owns_store = store is None
     app_store = store or Store(settings.database_url, settings.cache_seconds)
-    rate_limiter = limiter_for(settings)
+    services = Services(app_store)
+    rate_limiter = limiter_for(settings, lambda policies: counter_for(policies, settings.database_url))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         calm_garbage_collector()
-        purge = asyncio.create_task(purge_expired_keys(app_store))
+        purge = asyncio.create_task(purge_expired_keys(services.consent))
         async with contextlib.AsyncExitStack() as stack:
             if settings.webhooks:
-                await stack.enter_async_context(delivery.running(app_store, settings))
+                await stack.enter_async_context(sender.running(app_store, settings))
             yield
         app.pipeline.flush()
         purge.cancel()
@@ -88,11 +92,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     app.state.store = app_store
+    app.state.services = services
     app.state.settings = settings
-    app.state.tokens = TokenCache(app_store, settings.token_cache_seconds)
+    app.state.tokens = TokenCache(services.tenancy, settings.token_cache_seconds)
     app.state.rate_limiter = rate_limiter
     app.state.mailer = Mailer(settings)
-    app.state.imports = transfer.ImportRunner(app_store)
     app.state.link_request_limits = {
         "address": SlidingWindow(settings.link_requests_per_address),
         "ip": SlidingWindow(settings.link_requests_per_ip),
@@ -132,7 +136,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Any:
         try:
-            await app_store.aread(lambda tx: tx.count_portals())
+            await services.tenancy.ready()
         except Exception:
             return error_response(request, 503, "The database is unavailable")
         return JSON({"status": "ok"})

@@ -7,7 +7,7 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,41 +16,43 @@ from typing import Any, TypeVar
 import click
 import uvicorn
 
-from commprefs import __version__, consent, links, tenancy, webhooks
-from commprefs.clock import iso, now_ms
+from commprefs import __version__
+from commprefs.api.transfer import erasure_json, subject_json
+from commprefs.api.webhook_admin import delivery_json, endpoint_json
+from commprefs.clock import iso
 from commprefs.config import get_settings
+from commprefs.consent import links
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import SCOPE_ALIASES, Scope, Source, parse_scope
 from commprefs.domain.errors import DomainError
-from commprefs.domain.model import Actor, Portal
-from commprefs.events import EventType
+from commprefs.domain.model import Actor
 from commprefs.logs import log_config
 from commprefs.metrics import MULTIPROC_ENV
-from commprefs.store import Store, Tx
-from commprefs.transfer import exporter, importer, subjects
+from commprefs.services import Services
+from commprefs.transfer import importer
 from commprefs.transfer.exporter import ExportFormat, ExportRequest
 from commprefs.transfer.formats import Format, HeaderError
 from commprefs.transfer.importer import DEFAULT_MAILCHIMP_SUBSCRIPTION, ImportRequest, Reject
 from commprefs.transfer.progress import ImportProgress
+from commprefs.webhooks import EventType
 
 T = TypeVar("T")
 
 
 @contextmanager
-def _store() -> Iterator[Store]:
-    store = Store(get_settings().database_url)
+def _services() -> Iterator[Services]:
+    services = Services.open(get_settings().database_url, migrate=True)
     try:
-        store.migrate()
-        yield store
+        yield services
     finally:
-        store.close()
+        services.close()
 
 
-def _run(work: Callable[[Tx], T]) -> T:
-    """Run one transaction against the configured database; rule violations become CLI errors."""
-    with _store() as store, store.transaction() as tx:
+def _call(call: Callable[[Services], Awaitable[T]]) -> T:
+    """One call of a service face against the configured database; rule violations become CLI errors."""
+    with _services() as services:
         try:
-            return work(tx)
+            return services.run(call)
         except DomainError as exc:
             raise click.ClickException(exc.message) from exc
 
@@ -75,13 +77,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     port = port or settings.port
     workers = workers or settings.workers
     base = f"http://{host}:{port}"
-    with _store() as store:
+    with _services() as services:
         click.echo(f"commprefs {__version__} on {_redacted(settings.database_url)}, serving {base}")
         if settings.demo:
-            with store.transaction() as tx:
-                demo = _create_demo(tx) if tx.count_portals() == 0 else None
+            demo = services.run(lambda s: s.tenancy.create_demo(DEMO_DEFINITIONS)) if _empty(services) else None
             if demo is not None:
-                portal_id, secret, page = demo
+                portal, secret = demo
+                portal_id = portal.id
+                page = (portal, links.Purpose.MANAGE, links.LinkClaims(portal.id, DEMO_CONTACT))
                 click.echo(
                     f"Demo portal {portal_id} created with HubSpot's three default subscription definitions "
                     "and two more (with German and French translations)."
@@ -96,7 +99,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             else:
                 click.echo("Existing database: mint a token with `commprefs token create --portal ID --all-scopes`.")
         limited = settings.rate_limit_per_10s > 0 or settings.rate_limit_per_day > 0
-        if limited and workers > 1 and store.dialect == "sqlite":
+        if limited and workers > 1 and services.dialect == "sqlite":
             click.echo(
                 f"Rate limits on SQLite are counted by each of the {workers} processes: a token may make up to "
                 f"{workers} times its limit. PostgreSQL gives every process one shared count."
@@ -152,14 +155,8 @@ DEMO_DEFINITIONS = (
 )
 
 
-def _create_demo(tx: Tx) -> tuple[int, str, tuple[Portal, links.Purpose, links.LinkClaims]]:
-    now = now_ms()
-    portal = tenancy.create_portal(tx, "Demo portal", gdpr_enabled=False, now=now)
-    for order, (name, description, translations) in enumerate(DEMO_DEFINITIONS, start=10):
-        tenancy.create_definition(tx, portal.id, name, description, now=now + order, translations=translations)
-    _, secret = tenancy.create_token(tx, portal.id, list(Scope), "demo", now)
-    page = (portal, links.Purpose.MANAGE, links.LinkClaims(portal.id, DEMO_CONTACT))
-    return portal.id, secret, page
+def _empty(services: Services) -> bool:
+    return services.run(lambda s: s.tenancy.is_empty())
 
 
 def _redacted(url: str) -> str:
@@ -174,7 +171,7 @@ def _redacted(url: str) -> str:
 @main.command()
 def migrate() -> None:
     """Apply database migrations and exit."""
-    with _store():
+    with _services():
         click.echo("database is up to date")
 
 
@@ -192,16 +189,14 @@ def portal() -> None:
 @click.option("--no-defaults", is_flag=True, help="Skip HubSpot's three default subscription definitions.")
 def portal_create(name: str, gdpr: bool, no_defaults: bool) -> None:
     """Create a portal; prints its id."""
-    created = _run(
-        lambda tx: tenancy.create_portal(tx, name, gdpr_enabled=gdpr, now=now_ms(), with_defaults=not no_defaults)
-    )
+    created = _call(lambda s: s.tenancy.create_portal(name, gdpr_enabled=gdpr, with_defaults=not no_defaults))
     click.echo(created.id)
 
 
 @portal.command("list")
 def portal_list() -> None:
     """List portals."""
-    for p in _run(lambda tx: tx.list_portals()):
+    for p in _call(lambda s: s.tenancy.portals()):
         flags = " ".join(f for f, on in (("gdpr", p.gdpr_enabled), ("hubspot-strict", p.hubspot_strict)) if on)
         click.echo(f"{p.id}\t{p.name}\t{flags}")
 
@@ -222,9 +217,8 @@ def portal_update(
     public_url: str | None,
 ) -> None:
     """Change a portal's settings."""
-    p = _run(
-        lambda tx: tenancy.update_portal(
-            tx,
+    p = _call(
+        lambda s: s.tenancy.update_portal(
             portal_id,
             name=name,
             gdpr_enabled=gdpr,
@@ -240,7 +234,7 @@ def portal_update(
 @click.argument("portal_id", type=int)
 def portal_rotate_link_secret(portal_id: int) -> None:
     """Replace the secret that signs the portal's contact links: every link issued before stops working."""
-    _run(lambda tx: tenancy.rotate_signing_secret(tx, portal_id))
+    _call(lambda s: s.tenancy.rotate_link_secret(portal_id))
     click.echo(f"portal {portal_id}: new link secret; earlier links no longer work")
 
 
@@ -264,9 +258,8 @@ def links_generate(
     """Print EMAIL's manage, unsubscribe-all and (with --subscription) single-unsubscribe links."""
     settings = get_settings()
 
-    def make(tx: Tx) -> links.Links:
-        return links.issue(
-            tx,
+    def make(s: Services) -> Awaitable[links.Links]:
+        return s.consent.links(
             portal_id,
             normalize_email(email),
             business_unit_id=business_unit_id,
@@ -276,7 +269,7 @@ def links_generate(
             fallback_url=f"http://{settings.host}:{settings.port}",
         )
 
-    made = _run(make)
+    made = _call(make)
     click.echo(f"manage\t{made.manage}")
     click.echo(f"unsubscribe-all\t{made.unsubscribe_all}")
     if made.unsubscribe_one:
@@ -293,14 +286,14 @@ def business_units() -> None:
 @click.option("--name", required=True, help="Brand name.")
 def business_unit_create(portal_id: int, name: str) -> None:
     """Create a brand; prints its id."""
-    click.echo(_run(lambda tx: tenancy.create_business_unit(tx, portal_id, name, now_ms())).id)
+    click.echo(_call(lambda s: s.tenancy.create_business_unit(portal_id, name)).id)
 
 
 @business_units.command("list")
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def business_unit_list(portal_id: int) -> None:
     """List a portal's brands."""
-    for unit in _run(lambda tx: tx.list_business_units(portal_id)):
+    for unit in _call(lambda s: s.tenancy.business_units(portal_id)):
         click.echo(f"{unit.id}\t{unit.name}")
 
 
@@ -324,7 +317,7 @@ def token_create(portal_id: int, scopes: tuple[str, ...], all_scopes: bool, name
     if not scopes and not all_scopes:
         raise click.UsageError("give at least one --scope, or --all-scopes")
     chosen = list(Scope) if all_scopes else [parse_scope(s) for s in scopes]
-    _, secret = _run(lambda tx: tenancy.create_token(tx, portal_id, chosen, name, now_ms()))
+    _, secret = _call(lambda s: s.tenancy.create_token(portal_id, chosen, name))
     click.echo(secret)
 
 
@@ -332,7 +325,7 @@ def token_create(portal_id: int, scopes: tuple[str, ...], all_scopes: bool, name
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def token_list(portal_id: int) -> None:
     """List a portal's tokens (ids and scopes, never secrets)."""
-    for row in _run(lambda tx: tx.list_tokens(portal_id)):
+    for row in _call(lambda s: s.tenancy.tokens(portal_id)):
         state = f"revoked {iso(row.revoked_at)}" if row.revoked_at else "active"
         used = iso(row.last_used_at) if row.last_used_at else "never used"
         click.echo(f"{row.id}\t{row.name}\t{state}\t{used}\t{row.scopes}")
@@ -342,7 +335,7 @@ def token_list(portal_id: int) -> None:
 @click.argument("token_id")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by id (see `token list`); it stops working within seconds."""
-    if not _run(lambda tx: tx.revoke_token(token_id, now_ms())):
+    if not _call(lambda s: s.tenancy.revoke_token(token_id)):
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"revoked {token_id}")
 
@@ -366,13 +359,11 @@ def definitions_create(
     portal_id: int, name: str, description: str, purpose: str, business_unit: int, internal: bool
 ) -> None:
     """Create a definition; prints its id."""
-    created = _run(
-        lambda tx: tenancy.create_definition(
-            tx,
+    created = _call(
+        lambda s: s.tenancy.create_definition(
             portal_id,
             name,
             description,
-            now=now_ms(),
             purpose=purpose,
             business_unit_id=business_unit,
             is_internal=internal,
@@ -385,7 +376,7 @@ def definitions_create(
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def definitions_list(portal_id: int) -> None:
     """List a portal's definitions."""
-    for d in _run(lambda tx: tx.list_definitions(portal_id)):
+    for d in _call(lambda s: s.tenancy.definitions(portal_id)):
         flags = ",".join(
             f for f, on in (("active", d.is_active), ("internal", d.is_internal), ("default", d.is_default)) if on
         )
@@ -410,12 +401,10 @@ def definitions_update(
     active: bool | None,
 ) -> None:
     """Change a definition."""
-    d = _run(
-        lambda tx: tenancy.update_definition(
-            tx,
+    d = _call(
+        lambda s: s.tenancy.update_definition(
             portal_id,
             definition_id,
-            now=now_ms(),
             name=name,
             description=description,
             purpose=purpose,
@@ -431,7 +420,7 @@ def definitions_update(
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def definitions_deactivate(definition_id: int, portal_id: int) -> None:
     """Archive a definition: hidden from status reads, its history kept."""
-    _run(lambda tx: tenancy.update_definition(tx, portal_id, definition_id, now=now_ms(), is_active=False))
+    _call(lambda s: s.tenancy.update_definition(portal_id, definition_id, is_active=False))
     click.echo(f"deactivated {definition_id}")
 
 
@@ -453,9 +442,9 @@ def webhooks_group() -> None:
 def webhooks_add(portal_id: int, url: str, events: tuple[str, ...], description: str) -> None:
     """Register an endpoint; prints its id and its secret (shown once)."""
     allow = get_settings().webhook_allow_private_networks
-    endpoint, secret = _run(
-        lambda tx: webhooks.create_endpoint(
-            tx, portal_id, url, events=events, description=description, now=now_ms(), allow_private=allow
+    endpoint, secret = _call(
+        lambda s: s.webhooks.create_endpoint(
+            portal_id, url, events=events, description=description, allow_private=allow
         )
     )
     click.echo(f"{endpoint.id}\t{secret}")
@@ -465,8 +454,8 @@ def webhooks_add(portal_id: int, url: str, events: tuple[str, ...], description:
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def webhooks_list(portal_id: int) -> None:
     """List endpoints: id, state, failures, events, URL."""
-    for row in _run(lambda tx: tx.list_endpoints(portal_id)):
-        shown = webhooks.endpoint_json(row)
+    for row in _call(lambda s: s.webhooks.endpoints(portal_id)):
+        shown = endpoint_json(row)
         state = "enabled" if shown["enabled"] else f"disabled ({shown['disabledReason']})"
         click.echo(f"{row.id}\t{state}\tfailures={row.failures}\t{','.join(shown['events'])}\t{row.url}")
 
@@ -482,12 +471,10 @@ def webhooks_update(
 ) -> None:
     """Change, disable or re-enable an endpoint."""
     allow = get_settings().webhook_allow_private_networks
-    row = _run(
-        lambda tx: webhooks.update_endpoint(
-            tx,
+    row = _call(
+        lambda s: s.webhooks.update_endpoint(
             portal_id,
             endpoint_id,
-            now=now_ms(),
             allow_private=allow,
             url=url,
             events=events or None,
@@ -502,7 +489,7 @@ def webhooks_update(
 @click.option("--portal", "portal_id", type=int, required=True, help="Portal id.")
 def webhooks_delete(endpoint_id: str, portal_id: int) -> None:
     """Delete an endpoint and its delivery log."""
-    _run(lambda tx: webhooks.delete_endpoint(tx, portal_id, endpoint_id))
+    _call(lambda s: s.webhooks.delete_endpoint(portal_id, endpoint_id))
     click.echo(f"deleted {endpoint_id}")
 
 
@@ -513,11 +500,8 @@ def webhooks_delete(endpoint_id: str, portal_id: int) -> None:
 def webhooks_deliveries(endpoint_id: str, portal_id: int, limit: int) -> None:
     """The endpoint's delivery attempts, newest first: time, event, attempt, status, latency, next retry."""
 
-    def read(tx: Tx) -> list[dict[str, object]]:
-        webhooks.require_endpoint(tx, portal_id, endpoint_id)
-        return [webhooks.delivery_json(r) for r in tx.list_deliveries(portal_id, endpoint_id, limit)]
-
-    for d in _run(read):
+    _, rows = _call(lambda s: s.webhooks.deliveries(portal_id, endpoint_id, limit))
+    for d in map(delivery_json, rows):
         outcome = d["statusCode"] if d["statusCode"] is not None else d["error"]
         retry = f"\tnext {d['nextAttemptAt']}" if d["nextAttemptAt"] else ""
         click.echo(
@@ -532,7 +516,7 @@ def webhooks_deliveries(endpoint_id: str, portal_id: int, limit: int) -> None:
 def webhooks_replay(endpoint_id: str, portal_id: int, since: datetime) -> None:
     """Send again, in order and with the same webhook-ids, every event since a time."""
     moment = since if since.tzinfo else since.replace(tzinfo=UTC)
-    _run(lambda tx: webhooks.replay(tx, portal_id, endpoint_id, int(moment.timestamp() * 1000), now_ms()))
+    _call(lambda s: s.webhooks.replay(portal_id, endpoint_id, int(moment.timestamp() * 1000)))
     click.echo(f"{endpoint_id}: events since {moment.isoformat()} will be sent again")
 
 
@@ -587,17 +571,17 @@ def import_file(
         file_name="-" if reading_stdin else file.name,
     )
     writer = _RejectsFile(rejects_path)
-    with _store() as store:
-        if not store.read(lambda tx: tx.portal_exists(portal_id)):
-            raise click.ClickException(f"portal {portal_id} does not exist")
-        job_id = importer.create_job(store, request)
+    with _services() as services:
+        _require_portal(services, portal_id)
         with (
             click.open_file("-", "rb") if reading_stdin else file.open("rb") as stream,
             ImportProgress(None if reading_stdin else file.stat().st_size, progress_every) as progress,
             writer,
         ):
             try:
-                counts = importer.run(store, job_id, request, stream, on_reject=writer.add, on_progress=progress)
+                job_id, counts = services.transfer.run_import(
+                    request, stream, on_reject=writer.add, on_progress=progress
+                )
             except (HeaderError, DomainError) as exc:
                 raise click.ClickException(str(exc)) from exc
     what = "would be " if dry_run else ""
@@ -669,11 +653,10 @@ def export_statuses(
         business_unit_id=business_unit_id,
         subscription_id=subscription_id,
     )
-    with _store() as store:
-        if not store.read(lambda tx: tx.portal_exists(portal_id)):
-            raise click.ClickException(f"portal {portal_id} does not exist")
+    with _services() as services:
+        _require_portal(services, portal_id)
         try:
-            chunks = exporter.stream(store, request)
+            chunks = services.transfer.export(request)
         except DomainError as exc:
             raise click.ClickException(exc.message) from exc
         with click.open_file(output, "wb") as sink:
@@ -693,8 +676,8 @@ def subject_export(email: str, portal_id: int) -> None:
     """Print, as JSON, everything held about EMAIL: statuses, opt-outs from all, the full history
     (with IPs and user agents where the person acted) and rejected import lines."""
     address = _address(email)
-    record = _run(lambda tx: subjects.subject_record(tx, portal_id, address))
-    click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    record = _call(lambda s: s.consent.subject(portal_id, address))
+    click.echo(json.dumps(subject_json(record), indent=2, ensure_ascii=False))
 
 
 @subject.command("erase")
@@ -708,8 +691,8 @@ def subject_erase(email: str, portal_id: int, yes: bool) -> None:
     address = _address(email)
     if not yes:
         click.confirm(f"Erase everything held about {address} in portal {portal_id}?", abort=True)
-    erasure = _run(lambda tx: consent.erase(tx, portal_id, address, Actor(Source.ADMIN), now_ms()))
-    click.echo(json.dumps(subjects.erasure_json(erasure), indent=2))
+    erasure = _call(lambda s: s.consent.erase(portal_id, address, Actor(Source.ADMIN)))
+    click.echo(json.dumps(erasure_json(erasure), indent=2))
 
 
 def _address(email: str) -> str:
@@ -717,3 +700,8 @@ def _address(email: str) -> str:
         return normalize_email(email, field="EMAIL")
     except DomainError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+def _require_portal(services: Services, portal_id: int) -> None:
+    if services.run(lambda s: s.tenancy.portal(portal_id)) is None:
+        raise click.ClickException(f"portal {portal_id} does not exist")

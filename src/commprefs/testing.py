@@ -25,7 +25,7 @@ import pytest
 if TYPE_CHECKING:
     import httpx
 
-    from commprefs.store import Store
+    from commprefs.services import Services
 
 DATABASE_URL_OPTION = "commprefs_database_url"
 START_TIMEOUT_SECONDS = 20.0
@@ -130,16 +130,16 @@ class CommprefsServer:
 
 @dataclass
 class _Service:
-    """The session's `commprefs serve` process and a store on its database, for creating portals."""
+    """The session's `commprefs serve` process and the services on its database, for creating portals."""
 
     base_url: str
-    store: Store
+    services: Services
 
 
 @pytest.fixture(scope="session")
 def _commprefs_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Service]:
     """One real server per session, on a new SQLite file or the database given by --commprefs-database-url."""
-    from commprefs.store import Store
+    from commprefs.services import Services
 
     workdir = tmp_path_factory.mktemp("commprefs")
     config = request.config
@@ -149,13 +149,12 @@ def _commprefs_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.
         or f"sqlite:///{workdir / 'commprefs.db'}"
     )
     # Migrated here, before the server starts, so that portals can be created straight away.
-    store = Store(url)
+    services = Services.open(url, migrate=True)
     try:
-        store.migrate()
         with _serve(url, workdir) as base_url:
-            yield _Service(base_url, store)
+            yield _Service(base_url, services)
     finally:
-        store.close()
+        services.close()
 
 
 @pytest.fixture
@@ -175,15 +174,15 @@ def commprefs_gdpr_server(_commprefs_service: _Service) -> Iterator[CommprefsSer
 
 
 def _new_portal(service: _Service, *, gdpr: bool) -> CommprefsServer:
-    from commprefs import tenancy
-    from commprefs.clock import now_ms
     from commprefs.domain.enums import Scope
 
-    with service.store.transaction() as tx:
-        portal = tenancy.create_portal(tx, "pytest", gdpr_enabled=gdpr, now=now_ms())
-        _, secret = tenancy.create_token(tx, portal.id, list(Scope), "pytest", now_ms())
-        definitions = {d.name: d.id for d in tx.list_definitions(portal.id)}
-    return CommprefsServer(service.base_url, secret, portal.id, definitions)
+    async def create(services: Services) -> tuple[int, str, dict[str, int]]:
+        portal = await services.tenancy.create_portal("pytest", gdpr_enabled=gdpr)
+        _, secret = await services.tenancy.create_token(portal.id, list(Scope), "pytest")
+        return portal.id, secret, {d.name: d.id for d in await services.tenancy.definitions(portal.id)}
+
+    portal_id, secret, definitions = service.services.run(create)
+    return CommprefsServer(service.base_url, secret, portal_id, definitions)
 
 
 @contextmanager

@@ -34,8 +34,8 @@ def test_revoked_token_is_401(portal: PortalFixture) -> None:
     client = portal.client(token)
     assert client.get(f"{V3}/definitions").status_code == 200
     with portal.server.store.transaction() as tx:
-        (row,) = [r for r in tx.list_tokens(portal.id) if r.name == "test" and r.scopes == Scope.READ.value]
-        assert tx.revoke_token(row.id, 1)
+        (row,) = [r for r in tx.tokens.list_tokens(portal.id) if r.name == "test" and r.scopes == Scope.READ.value]
+        assert tx.tokens.revoke_token(row.id, 1)
     assert client.get(f"{V3}/definitions").status_code == 401
 
 

@@ -13,13 +13,14 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from commprefs import tenancy
-from commprefs.api.ratelimit import DAILY, TEN_SECONDLY, Policy, PostgresLimiter
+from commprefs.api.ratelimit import DAILY, TEN_SECONDLY, Limiter, Policy
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope
 from commprefs.domain.model import TokenInfo
 from commprefs.store import Store
+from commprefs.store.ratelimit import PostgresCounter
 from commprefs.store.schema import rate_limit
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import STORES, PortalFixture, Server, database_url, make_portal, postgres_database, run_server
 from tests.openapi import assert_valid
 from tests.procs import ServeProcess
@@ -296,18 +297,20 @@ def test_old_windows_are_purged_on_postgresql() -> None:
         with store.transaction() as tx:
             tx.conn.execute(rate_limit.insert(), [old, recent])
 
-        async def count_once(limiter: PostgresLimiter) -> None:
+        async def count_once(limiter: Limiter) -> None:
             await limiter.check(Request({"type": "http", "state": {}}), CALLER)
             await limiter.aclose()  # waits for the purge the first call started
 
-        asyncio.run(count_once(PostgresLimiter([Policy(TEN_SECONDLY, 5, 10_000, True)], url)))
+        policies = [Policy(TEN_SECONDLY, 5, 10_000, True)]
+        asyncio.run(count_once(Limiter(policies, PostgresCounter(policies, url))))
         left = store.read(lambda tx: {row.token_id for row in tx.conn.execute(rate_limit.select())})
         store.close()
         assert left == {"recent", "caller"}
 
 
 def test_an_unreachable_database_lets_calls_through() -> None:
-    unreachable = PostgresLimiter([Policy(TEN_SECONDLY, 1, 10_000, True)], "postgresql://nobody@127.0.0.1:1/none")
+    policies = [Policy(TEN_SECONDLY, 1, 10_000, True)]
+    unreachable = Limiter(policies, PostgresCounter(policies, "postgresql://nobody@127.0.0.1:1/none"))
     request = Request({"type": "http", "state": {}})
     asyncio.run(unreachable.check(request, CALLER))  # no 429, no exception
     assert request.scope["state"]["rate_limit_headers"] == []

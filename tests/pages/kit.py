@@ -90,7 +90,7 @@ def old_link(
     subscription_id: int | None = None,
 ) -> str:
     """A genuine link signed `age_days` ago with the portal's own secret."""
-    found = portal.server.store.read(lambda tx: tx.get_portal(portal.id))
+    found = portal.server.store.read(lambda tx: tx.portals.get_portal(portal.id))
     assert found is not None
 
     class Backdated(TimestampSigner):

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Response, sync_playwright
 
-from commprefs import tenancy
 from commprefs.clock import now_ms
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import LINK_MAX_AGE_DAYS, PortalFixture
 from tests.pages.kit import links_for, old_link, set_status, statuses, v3_statuses
 

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from commprefs import links
+from commprefs.consent import links
 from commprefs.domain.enums import Scope
 from commprefs.domain.model import Portal
 from tests.conftest import PortalFixture

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from commprefs import tenancy
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope
+from commprefs.tenancy import setup as tenancy
 from tests.conftest import LINK_MAX_AGE_DAYS, PortalFixture, Server, free_port, run_server
 from tests.pages.kit import csrf_of, h1, old_link, statuses
 
@@ -76,7 +76,7 @@ def make(server: Server) -> PortalFixture:
     with server.store.transaction() as tx:
         created = tenancy.create_portal(tx, "Mail portal", gdpr_enabled=False, now=now_ms())
         _, secret = tenancy.create_token(tx, created.id, list(Scope), "test", now_ms())
-        definitions = {d.name: d.id for d in tx.list_definitions(created.id)}
+        definitions = {d.name: d.id for d in tx.portals.list_definitions(created.id)}
     return PortalFixture(created.id, secret, server, definitions)
 
 

@@ -1,6 +1,7 @@
 """Helpers for the group threads' tests: a held group, and a Tx that counts its statements."""
 
 import asyncio
+from functools import cached_property
 from typing import Any
 
 from commprefs import consent
@@ -9,14 +10,12 @@ from commprefs.domain.enums import Source, Status
 from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
 from commprefs.store.groups import GroupThreads, SubscriberWork
-from commprefs.tenancy import create_portal
+from commprefs.store.statuses import StatusRepository
+from commprefs.tenancy.setup import create_portal
 
 
-class CountingTx(Tx):
-    """A Tx that counts the subscriber loads and the status writes it sends to the database."""
-
-    loads = 0
-    status_writes = 0
+class CountingStatuses(StatusRepository):
+    """The status repository, counting the subscriber loads and the status writes it sends to the database."""
 
     def _driver_rows(self, sql: str, params: Any) -> Any:
         if "FROM subscription_status" in sql:
@@ -27,6 +26,17 @@ class CountingTx(Tx):
         if table.name == "subscription_status":
             CountingTx.status_writes += 1
         super()._upsert(table, rows, keys)
+
+
+class CountingTx(Tx):
+    """A Tx whose status repository counts its statements (`loads`, `status_writes`)."""
+
+    loads = 0
+    status_writes = 0
+
+    @cached_property
+    def statuses(self) -> StatusRepository:
+        return CountingStatuses(self)
 
     @classmethod
     def reset(cls) -> None:
@@ -65,7 +75,7 @@ def new_portal(url: str) -> tuple[Store, int, list[int]]:
     store.migrate()
     with store.transaction() as tx:
         portal = create_portal(tx, "held", gdpr_enabled=False, now=now_ms())
-        return store, portal.id, [d.id for d in tx.list_definitions(portal.id)]
+        return store, portal.id, [d.id for d in tx.portals.list_definitions(portal.id)]
 
 
 def status_change(portal_id: int, address: str, subscription: int, state: Status) -> SubscriberWork:

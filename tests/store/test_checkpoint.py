@@ -7,7 +7,7 @@ from pathlib import Path
 
 from commprefs.clock import now_ms
 from commprefs.store import Store
-from commprefs.tenancy import create_portal
+from commprefs.tenancy.setup import create_portal
 
 
 def rows_in_database_file(path: Path) -> int:

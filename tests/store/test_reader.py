@@ -12,6 +12,7 @@ from commprefs.domain.model import Actor
 from commprefs.store import Tx
 from commprefs.store.groups import SubscriberWork
 from commprefs.store.reader import Reader
+from commprefs.store.statuses import StatusRepository
 from tests.conftest import STORES, database_url
 from tests.store.held import CountingTx, new_portal, run_grouped
 
@@ -64,11 +65,13 @@ def test_a_failing_preload_leaves_each_read_to_run_on_its_own(
         def refuse(*_args: Any) -> None:
             raise ValueError("no preload today")
 
-        monkeypatch.setattr(Tx, "preload_subscribers", refuse)
+        monkeypatch.setattr(StatusRepository, "preload_subscribers", refuse)
         monkeypatch.setattr("commprefs.store.reader.Tx", CountingTx)
         CountingTx.reset()
         reads = [
-            SubscriberWork(lambda tx, a=a: tx.get_subscriber(portal_id, a, "EMAIL").address, portal_id, "EMAIL", a)
+            SubscriberWork(
+                lambda tx, a=a: tx.statuses.get_subscriber(portal_id, a, "EMAIL").address, portal_id, "EMAIL", a
+            )
             for a in ("a@example.com", "b@example.com", "c@example.com")
         ]
         reader = Reader(store.engine, store.cache, threads=1)

@@ -13,7 +13,7 @@ from commprefs.domain.model import Actor
 from commprefs.store import Store, Tx
 from commprefs.store.engine import make_engine
 from commprefs.store.writer import Writer
-from commprefs.tenancy import create_portal
+from commprefs.tenancy.setup import create_portal
 from tests.conftest import STORES, database_url
 from tests.store.held import CountingTx, new_portal, run_grouped, status_change
 
@@ -25,7 +25,7 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         store.migrate()
         with store.transaction() as tx:
             portal = create_portal(tx, "writer", gdpr_enabled=False, now=now_ms())
-            marketing = tx.list_definitions(portal.id)[0].id
+            marketing = tx.portals.list_definitions(portal.id)[0].id
         actor = Actor(Source.API)
 
         def unsubscribe(address: str):  # type: ignore[no-untyped-def]
@@ -42,7 +42,7 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         refused = [r for r in results if isinstance(r, RuleViolation)]
         assert len(refused) == 20
         assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, RuleViolation)]
-        events = store.read(lambda tx: tx.list_events(portal.id))
+        events = store.read(lambda tx: tx.feed.list_events(portal.id))
         assert len(events) == 220
         assert len({e.subscriber for e in events}) == 220
 
@@ -58,7 +58,7 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
 
         outcome = asyncio.run(mixed())
         assert isinstance(outcome[0], RuntimeError)
-        assert store.read(lambda tx: len(tx.list_events(portal.id, "after@example.com"))) == 1
+        assert store.read(lambda tx: len(tx.feed.list_events(portal.id, "after@example.com"))) == 1
 
         async def refused_last() -> list[object]:
             # A group's writes run without savepoints until one fails; the group then runs again with them.
@@ -69,9 +69,9 @@ def test_concurrent_writes_all_commit_and_refusals_stay_isolated(kind: str, tmp_
         outcome = asyncio.run(refused_last())
         assert isinstance(outcome[-1], RuntimeError)
         for i in range(5):
-            assert store.read(lambda tx, i=i: len(tx.list_events(portal.id, f"before{i}@example.com"))) == 1
-        assert store.read(lambda tx: tx.list_events(portal.id, "half@example.com")) == []
-        assert store.read(lambda tx: tx.get_subscriber(portal.id, "half@example.com", "EMAIL").statuses) == {}
+            assert store.read(lambda tx, i=i: len(tx.feed.list_events(portal.id, f"before{i}@example.com"))) == 1
+        assert store.read(lambda tx: tx.feed.list_events(portal.id, "half@example.com")) == []
+        assert store.read(lambda tx: tx.statuses.get_subscriber(portal.id, "half@example.com", "EMAIL").statuses) == {}
         store.close()
 
 
@@ -79,12 +79,12 @@ def test_expired_idempotency_keys_are_purged(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'keys.db'}")
     store.migrate()
     with store.transaction() as tx:
-        tx.save_idempotent(1, "old", "f" * 64, 200, b"{}", now=1_000)
-        tx.save_idempotent(1, "new", "f" * 64, 200, b"{}", now=5_000)
+        tx.idempotency.save_idempotent(1, "old", "f" * 64, 200, b"{}", now=1_000)
+        tx.idempotency.save_idempotent(1, "new", "f" * 64, 200, b"{}", now=5_000)
     with store.transaction() as tx:
-        assert tx.purge_idempotent(before=2_000) == 1
-    assert store.read(lambda tx: tx.get_idempotent(1, "old")) is None
-    assert store.read(lambda tx: tx.get_idempotent(1, "new")) is not None
+        assert tx.idempotency.purge_idempotent(before=2_000) == 1
+    assert store.read(lambda tx: tx.idempotency.get_idempotent(1, "old")) is None
+    assert store.read(lambda tx: tx.idempotency.get_idempotent(1, "new")) is not None
     store.close()
 
 
@@ -107,18 +107,18 @@ def test_a_group_of_single_subscriber_changes_is_loaded_and_written_once_in_orde
         results = run_grouped(writer, jobs)
         assert results == [Status.SUBSCRIBED] * 21 + [Status.UNSUBSCRIBED, Status.SUBSCRIBED]
         assert (CountingTx.loads, CountingTx.status_writes) == (1, 1), "one load and one write for the group"
-        twice = store.read(lambda tx: tx.get_subscriber(portal_id, "twice@example.com", "EMAIL"))
+        twice = store.read(lambda tx: tx.statuses.get_subscriber(portal_id, "twice@example.com", "EMAIL"))
         assert {n: s.status for n, s in twice.statuses.items()} == {
             marketing: Status.UNSUBSCRIBED,
             other: Status.SUBSCRIBED,
         }
-        events = store.read(lambda tx: tx.list_events(portal_id, "twice@example.com"))
+        events = store.read(lambda tx: tx.feed.list_events(portal_id, "twice@example.com"))
         assert [(e.subscription_id, e.old_status, e.new_status) for e in events] == [
             (marketing, "NOT_SPECIFIED", "SUBSCRIBED"),
             (marketing, "SUBSCRIBED", "UNSUBSCRIBED"),
             (other, "NOT_SPECIFIED", "SUBSCRIBED"),
         ]
-        assert len(store.read(lambda tx: tx.list_events(portal_id))) == 23
+        assert len(store.read(lambda tx: tx.feed.list_events(portal_id))) == 23
         store.close()
 
 
@@ -134,6 +134,6 @@ def test_a_refused_change_in_a_merged_group_fails_alone_and_the_others_are_writt
         results = run_grouped(writer, jobs)
         assert isinstance(results[5], NotFound)
         assert results[:5] + results[6:] == [Status.UNSUBSCRIBED] * 10
-        events = store.read(lambda tx: tx.list_events(portal_id))
+        events = store.read(lambda tx: tx.feed.list_events(portal_id))
         assert sorted(e.subscriber for e in events) == sorted(f"r{n}@example.com" for n in range(10))
         store.close()

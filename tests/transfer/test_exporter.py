@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from commprefs import consent, tenancy
+from commprefs import consent
 from commprefs.clock import iso, now_ms
 from commprefs.domain.enums import Channel, LegalBasis, Source, Status
 from commprefs.domain.model import Actor
 from commprefs.store import Store
-from commprefs.store.repo import ExportRows
 from commprefs.store.schema import subscription_status
+from commprefs.store.transfer import ExportRows
+from commprefs.tenancy import setup as tenancy
 from commprefs.transfer import exporter
 from commprefs.transfer.formats import COMMPREFS_COLUMNS, SUBSCRIPTION_SCOPE
 from tests.conftest import STORES, database_url
@@ -49,7 +50,7 @@ def fill(store: Store) -> int:
     with store.transaction() as tx:
         portal = tenancy.create_portal(tx, "export", gdpr_enabled=False, now=now)
         tenancy.create_definition(tx, portal.id, 'Name, with "quotes"', "", now=now)
-        definitions = [d.id for d in tx.list_definitions(portal.id)]
+        definitions = [d.id for d in tx.portals.list_definitions(portal.id)]
         actor = Actor(Source.API)
         for n, explanation in enumerate(TRICKY):
             address = f"person{n}@example.com"
@@ -69,7 +70,7 @@ def expected_csv(store: Store, portal_id: int) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COMMPREFS_COLUMNS)
     with store.snapshot() as tx:
-        for chunk in tx.export_chunks(
+        for chunk in tx.transfer.export_chunks(
             ExportRows(portal_id, Channel.EMAIL.value, None, None, False, SUBSCRIPTION_SCOPE)
         ):
             writer.writerows(chunk)

@@ -5,12 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from commprefs import tenancy
-from commprefs.api.auth import AdminCaller, StoreDep
+from commprefs.api.auth import AdminCaller, TenancyDep
 from commprefs.api.responses import JSON
 from commprefs.api.wire import Id, IdPath, Text, definition_json
-from commprefs.clock import now_ms
-from commprefs.domain.errors import NotFound
 from commprefs.domain.model import BusinessUnit, Portal
 
 router = APIRouter(prefix="/commprefs/v1", tags=["admin"])
@@ -79,114 +76,101 @@ def _translations(items: list[TranslationIn]) -> list[tuple[str, str, str]]:
 
 
 @router.get("/portal", summary="This token's portal and its settings")
-async def get_portal(caller: AdminCaller, store: StoreDep) -> Any:
-    return JSON(portal_json(await store.aread(lambda tx: tenancy.require_portal(tx, caller.portal_id))))
+async def get_portal(caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    return JSON(portal_json(await tenancy.require_portal(caller.portal_id)))
 
 
 @router.patch("/portal", summary="Change the portal's settings")
-async def patch_portal(body: PortalUpdate, caller: AdminCaller, store: StoreDep) -> Any:
-    portal = await store.write(
-        lambda tx: tenancy.update_portal(
-            tx,
-            caller.portal_id,
-            name=body.name,
-            gdpr_enabled=body.gdprEnabled,
-            hubspot_strict=body.hubspotStrict,
-            default_language=body.defaultLanguage,
-            public_base_url=body.publicBaseUrl,
-        )
+async def patch_portal(body: PortalUpdate, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    portal = await tenancy.update_portal(
+        caller.portal_id,
+        name=body.name,
+        gdpr_enabled=body.gdprEnabled,
+        hubspot_strict=body.hubspotStrict,
+        default_language=body.defaultLanguage,
+        public_base_url=body.publicBaseUrl,
     )
     return JSON(portal_json(portal))
 
 
 @router.post("/portal/rotate-link-secret", summary="New secret for contact links; earlier links stop working")
-async def rotate_link_secret(caller: AdminCaller, store: StoreDep) -> Any:
-    portal = await store.write(lambda tx: tenancy.rotate_signing_secret(tx, caller.portal_id))
+async def rotate_link_secret(caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    portal = await tenancy.rotate_link_secret(caller.portal_id)
     return JSON(portal_json(portal))
 
 
 @router.get("/business-units", summary="List the portal's brands")
-async def list_business_units(caller: AdminCaller, store: StoreDep) -> Any:
-    units = await store.aread(lambda tx: tx.list_business_units(caller.portal_id))
+async def list_business_units(caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    units = await tenancy.business_units(caller.portal_id)
     return JSON({"results": [unit_json(u) for u in units]})
 
 
 @router.post("/business-units", summary="Create a brand", status_code=201)
-async def create_business_unit(body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
-    unit = await store.write(lambda tx: tenancy.create_business_unit(tx, caller.portal_id, body.name, now_ms()))
+async def create_business_unit(body: BusinessUnitIn, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    unit = await tenancy.create_business_unit(caller.portal_id, body.name)
     return JSON(unit_json(unit), status_code=201)
 
 
 @router.patch("/business-units/{unit_id}", summary="Rename a brand")
-async def rename_business_unit(unit_id: IdPath, body: BusinessUnitIn, caller: AdminCaller, store: StoreDep) -> Any:
-    unit = await store.write(lambda tx: tenancy.rename_business_unit(tx, caller.portal_id, unit_id, body.name))
+async def rename_business_unit(unit_id: IdPath, body: BusinessUnitIn, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    unit = await tenancy.rename_business_unit(caller.portal_id, unit_id, body.name)
     return JSON(unit_json(unit))
 
 
 @router.get("/definitions", summary="List subscription definitions, with translations")
-async def list_definitions(caller: AdminCaller, store: StoreDep) -> Any:
-    definitions = await store.aread(lambda tx: tx.list_definitions(caller.portal_id, with_translations=True))
+async def list_definitions(caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    definitions = await tenancy.definitions(caller.portal_id, with_translations=True)
     return JSON({"results": [definition_json(d, with_translations=True) for d in definitions]})
 
 
 @router.post("/definitions", summary="Create a subscription definition", status_code=201)
-async def create_definition(body: DefinitionCreate, caller: AdminCaller, store: StoreDep) -> Any:
-    definition = await store.write(
-        lambda tx: tenancy.create_definition(
-            tx,
-            caller.portal_id,
-            body.name,
-            body.description,
-            now=now_ms(),
-            purpose=body.purpose,
-            business_unit_id=body.businessUnitId,
-            communication_method=body.communicationMethod,
-            is_internal=body.isInternal,
-            translations=_translations(body.translations),
-        )
+async def create_definition(body: DefinitionCreate, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    definition = await tenancy.create_definition(
+        caller.portal_id,
+        body.name,
+        body.description,
+        purpose=body.purpose,
+        business_unit_id=body.businessUnitId,
+        communication_method=body.communicationMethod,
+        is_internal=body.isInternal,
+        translations=_translations(body.translations),
     )
     return JSON(definition_json(definition, with_translations=True), status_code=201)
 
 
 @router.get("/definitions/{definition_id}", summary="One subscription definition")
-async def get_definition(definition_id: IdPath, caller: AdminCaller, store: StoreDep) -> Any:
-    definition = await store.aread(lambda tx: tx.get_definition(caller.portal_id, definition_id))
-    if definition is None:
-        raise NotFound(f"subscription {definition_id} does not exist", field="subscriptionId")
+async def get_definition(definition_id: IdPath, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    definition = await tenancy.definition(caller.portal_id, definition_id)
     return JSON(definition_json(definition, with_translations=True))
 
 
 @router.patch("/definitions/{definition_id}", summary="Change a subscription definition")
-async def update_definition(definition_id: IdPath, body: DefinitionUpdate, caller: AdminCaller, store: StoreDep) -> Any:
-    definition = await store.write(
-        lambda tx: tenancy.update_definition(
-            tx,
-            caller.portal_id,
-            definition_id,
-            now=now_ms(),
-            name=body.name,
-            description=body.description,
-            purpose=body.purpose,
-            communication_method=body.communicationMethod,
-            is_active=body.isActive,
-            is_internal=body.isInternal,
-            translations=_translations(body.translations),
-        )
+async def update_definition(
+    definition_id: IdPath, body: DefinitionUpdate, caller: AdminCaller, tenancy: TenancyDep
+) -> Any:
+    definition = await tenancy.update_definition(
+        caller.portal_id,
+        definition_id,
+        name=body.name,
+        description=body.description,
+        purpose=body.purpose,
+        communication_method=body.communicationMethod,
+        is_active=body.isActive,
+        is_internal=body.isInternal,
+        translations=_translations(body.translations),
     )
     return JSON(definition_json(definition, with_translations=True))
 
 
 @router.post("/definitions/{definition_id}/deactivate", summary="Archive a definition (statuses are kept)")
-async def deactivate_definition(definition_id: IdPath, caller: AdminCaller, store: StoreDep) -> Any:
-    definition = await store.write(
-        lambda tx: tenancy.update_definition(tx, caller.portal_id, definition_id, now=now_ms(), is_active=False)
-    )
+async def deactivate_definition(definition_id: IdPath, caller: AdminCaller, tenancy: TenancyDep) -> Any:
+    definition = await tenancy.update_definition(caller.portal_id, definition_id, is_active=False)
     return JSON(definition_json(definition, with_translations=True))
 
 
 @router.delete("/definitions/{definition_id}/translations/{language}", summary="Remove one translation")
-async def delete_translation(definition_id: IdPath, language: Language, caller: AdminCaller, store: StoreDep) -> Any:
-    definition = await store.write(
-        lambda tx: tenancy.remove_translation(tx, caller.portal_id, definition_id, language.lower(), now_ms())
-    )
+async def delete_translation(
+    definition_id: IdPath, language: Language, caller: AdminCaller, tenancy: TenancyDep
+) -> Any:
+    definition = await tenancy.remove_translation(caller.portal_id, definition_id, language.lower())
     return JSON(definition_json(definition, with_translations=True))

@@ -13,10 +13,13 @@ from fastapi import Depends, Request
 
 from commprefs.api.errors import ApiError
 from commprefs.clock import now_ms
-from commprefs.domain.enums import Scope
-from commprefs.domain.model import TokenInfo
-from commprefs.store import Store
-from commprefs.tenancy import hash_token
+from commprefs.consent import Consent
+from commprefs.domain.enums import Scope, Source
+from commprefs.domain.model import Actor, TokenInfo
+from commprefs.services import Services
+from commprefs.tenancy import Tenancy, hash_token
+from commprefs.transfer import Transfer
+from commprefs.webhooks import Webhooks
 
 SCOPES_LINK = {"scopes": "https://developers.hubspot.com/scopes"}
 _MAX_CACHED = 10_000
@@ -30,8 +33,8 @@ class TokenCache:
     A token's `last_used_at` is recorded at most once a minute per process, off the request path.
     """
 
-    def __init__(self, store: Store, ttl: float) -> None:
-        self._store = store
+    def __init__(self, tenancy: Tenancy, ttl: float) -> None:
+        self._tenancy = tenancy
         self._ttl = ttl
         self._entries: dict[str, tuple[float, TokenInfo | None]] = {}
         self._touched: dict[str, int] = {}
@@ -43,7 +46,7 @@ class TokenCache:
         cached = self._entries.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        info = await self._store.aread(lambda tx: tx.find_token(digest))
+        info = await self._tenancy.find_token(secret)
         if len(self._entries) >= _MAX_CACHED:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, info)
@@ -64,17 +67,41 @@ class TokenCache:
 
     async def _record_use(self, token_id: str, now: int) -> None:
         try:
-            await self._store.write(lambda tx: tx.touch_token(token_id, now))
+            await self._tenancy.touch_token(token_id, now)
         except Exception as exc:  # a lost "last used" time must never fail or slow a request
             log.warning("could not record token use: %s", type(exc).__name__)
 
 
-async def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
 
 
-StoreDep = Annotated[Store, Depends(get_store)]
+async def get_consent(request: Request) -> Consent:
+    return services(request).consent
+
+
+async def get_tenancy(request: Request) -> Tenancy:
+    return services(request).tenancy
+
+
+async def get_webhooks(request: Request) -> Webhooks:
+    return services(request).webhooks
+
+
+async def get_transfer(request: Request) -> Transfer:
+    return services(request).transfer
+
+
+ConsentDep = Annotated[Consent, Depends(get_consent)]
+TenancyDep = Annotated[Tenancy, Depends(get_tenancy)]
+WebhooksDep = Annotated[Webhooks, Depends(get_webhooks)]
+TransferDep = Annotated[Transfer, Depends(get_transfer)]
+
+
+def api_actor(request: Request, caller: TokenInfo, source: Source = Source.API) -> Actor:
+    """The actor of a change made through the API: the token, and the request's id."""
+    return Actor(source=source, token_id=caller.id, request_id=getattr(request.state, "request_id", None))
 
 
 async def authenticate(request: Request) -> TokenInfo:

@@ -7,6 +7,7 @@ Every non-2xx body is `{"status":"error","message","correlationId","category",..
 import logging
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
 from commprefs.api.responses import JSON
-from commprefs.domain.errors import Conflict, DomainError, InvalidEmail, NotFound, RuleViolation
+from commprefs.domain.errors import Conflict, DomainError, InvalidEmail, KeyReused, NotFound, RuleViolation
 
 log = logging.getLogger("commprefs.api")
 
@@ -93,14 +94,19 @@ def domain_status(exc: DomainError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, KeyReused):
+        return 422
     return 400
 
 
 def domain_error_response(request: Request | None, exc: DomainError) -> JSON:
     status = domain_status(exc)
-    code = {400: "INVALID_EMAIL" if isinstance(exc, InvalidEmail) else "INVALID", 404: "NOT_FOUND", 409: "CONFLICT"}[
-        status
-    ]
+    code = {
+        400: "INVALID_EMAIL" if isinstance(exc, InvalidEmail) else "INVALID",
+        404: "NOT_FOUND",
+        409: "CONFLICT",
+        422: "INVALID",
+    }[status]
     if isinstance(exc, RuleViolation) and exc.field in ("legalBasis", "legalBasisExplanation"):
         code = "REQUIRED"
     errors = [field_error(exc.message, exc.field, code)] if exc.field else None
@@ -151,6 +157,34 @@ def database_unavailable(request: Request | None) -> JSON:
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong with a request, as the API and the pages both answer it: the status, and for the
+    database's failures the driver error's name (logged, never its message)."""
+
+    status: int
+    error: Exception
+    cause: str = ""
+    unexpected: bool = False
+
+
+def classify(exc: Exception) -> Failure:
+    """The one classification of a failure: the caller's fault (400, 404, 409, 422), the database down or
+    restarting (503: retry shortly), a database error (500) or a bug (500, unexpected)."""
+    if isinstance(exc, DomainError):
+        return Failure(domain_status(exc), exc)
+    if isinstance(exc, RequestValidationError):
+        return Failure(400, exc)
+    if isinstance(exc, psycopg.OperationalError | sqlite3.OperationalError):
+        # The driver's own error, where a statement goes to it directly (the writer's savepoints).
+        return Failure(503, exc, type(exc).__name__)
+    if isinstance(exc, DBAPIError):
+        cause = type(exc.orig).__name__ if exc.orig else "unknown"
+        # A lost connection (InterfaceError and the like) or a database that is down: retry shortly.
+        return Failure(503 if isinstance(exc, OperationalError) or exc.connection_invalidated else 500, exc, cause)
+    return Failure(500, exc, type(exc).__name__, unexpected=True)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSON:
@@ -172,26 +206,16 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"No route for {request.method} {request.url.path}"
         return error_response(request, exc.status_code, message)
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(request: Request, exc: OperationalError) -> JSON:
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
-        return database_unavailable(request)
-
-    async def _driver_down(request: Request, exc: Exception) -> JSON:
-        # The driver's own error, where a statement goes to it directly (the writer's savepoints).
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return database_unavailable(request)
-
-    app.add_exception_handler(psycopg.OperationalError, _driver_down)
-    app.add_exception_handler(sqlite3.OperationalError, _driver_down)
-
-    @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> JSON:
-        if exc.connection_invalidated:  # the connection was lost (InterfaceError and the like): retry shortly
-            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+    async def _database(request: Request, exc: Exception) -> JSON:
+        failure = classify(exc)
+        if failure.status == 503:
+            log.warning("database unavailable: %s", failure.cause)
             return database_unavailable(request)
-        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+        log.error("database error: %s", failure.cause)
         return error_response(request, 500, "Internal error")
+
+    for database_error in (DBAPIError, psycopg.OperationalError, sqlite3.OperationalError):
+        app.add_exception_handler(database_error, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSON:

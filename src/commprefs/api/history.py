@@ -2,17 +2,17 @@
 change feed, for systems that sync by polling. Scopes: communication_preferences.read (or
 .read_write) or commprefs.admin."""
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from commprefs import events
-from commprefs.api.auth import StoreDep, require_scope
+from commprefs.api.auth import ConsentDep, require_scope
 from commprefs.api.responses import JSON
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope
 from commprefs.domain.model import TokenInfo
-from commprefs.events import decode_cursor, encode_cursor
+from commprefs.webhooks.payload import decode_cursor, encode_cursor, events_json
 
 router = APIRouter(prefix="/commprefs/v1", tags=["history"])
 
@@ -23,36 +23,28 @@ After = Annotated[str | None, Query(max_length=200, description="`paging.next.af
 
 @router.get("/subscribers/{emailAddress}/history", summary="A subscriber's consent history, newest first")
 async def subscriber_history(
-    emailAddress: str, caller: HistoryCaller, store: StoreDep, limit: Limit = 100, after: After = None
+    emailAddress: str, caller: HistoryCaller, service: ConsentDep, limit: Limit = 100, after: After = None
 ) -> Any:
     """Every change recorded for the address: old and new status, subscription or opt-out scope,
     legal basis, source, actor, and the IP and user agent where a person acted on a page."""
     address = normalize_email(emailAddress)
     before = decode_cursor(after)[1] if after else None
-
-    def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-        rows = tx.history(caller.portal_id, address, before, limit + 1)
-        return rows, events.render(tx, caller.portal_id, rows[:limit], with_person=True)
-
-    rows, results = await store.aread(read)
-    body: dict[str, Any] = {"results": results}
+    found = await service.history(caller.portal_id, address, before, limit + 1)
+    rows = found.rows
+    body: dict[str, Any] = {"results": events_json(replace(found, rows=rows[:limit]), with_person=True)}
     if len(rows) > limit:
         body["paging"] = {"next": {"after": encode_cursor((0, rows[limit - 1].id))}}
     return JSON(body)
 
 
 @router.get("/events", summary="The portal's change feed, in commit order")
-async def change_feed(caller: HistoryCaller, store: StoreDep, limit: Limit = 100, after: After = None) -> Any:
+async def change_feed(caller: HistoryCaller, service: ConsentDep, limit: Limit = 100, after: After = None) -> Any:
     """Changes after the cursor, oldest first. `paging.next.after` is always returned: poll with it
     to get what came since. A change never appears behind a cursor already handed out, so a consumer
     that polls misses nothing and sees nothing twice (the cursor survives restarts and works
     across API processes)."""
     position = decode_cursor(after)
-
-    def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-        rows = tx.feed(caller.portal_id, position, limit)
-        return rows, events.render(tx, caller.portal_id, rows, with_person=True)
-
-    rows, results = await store.aread(read)
+    found = await service.feed(caller.portal_id, position, limit)
+    rows, results = found.rows, events_json(found, with_person=True)
     last = (rows[-1].txid, rows[-1].id) if rows else position
     return JSON({"results": results, "paging": {"next": {"after": encode_cursor(last)}}})

@@ -6,108 +6,50 @@ communication_preferences.statuses.batch.read (or commprefs.admin), the scope of
 batch reads, so that a sending system can pull its suppression list with its own token.
 """
 
-import asyncio
 import json
-import logging
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator
 from starlette.responses import Response, StreamingResponse
 
-from commprefs import consent
-from commprefs.api.auth import AdminCaller, StoreDep, require_scope
+from commprefs.api.auth import AdminCaller, ConsentDep, TransferDep, api_actor, require_scope
 from commprefs.api.errors import ApiError, field_error
 from commprefs.api.responses import JSON
 from commprefs.api.wire import INT64_MAX, ObjectId, no_nul
 from commprefs.clock import iso, now_ms
+from commprefs.consent import Erasure, SubjectRecord
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope, Source
-from commprefs.domain.errors import DomainError, NotFound
-from commprefs.domain.model import Actor, TokenInfo
-from commprefs.store import Store
-from commprefs.transfer import exporter, importer, subjects
-from commprefs.transfer.exporter import ExportFormat, ExportRequest
+from commprefs.domain.model import TokenInfo
+from commprefs.transfer import Job
+from commprefs.transfer.exporter import MEDIA_TYPES, ExportFormat, ExportRequest
 from commprefs.transfer.formats import Format, HeaderError
-from commprefs.transfer.importer import ImportRequest, JobState
-
-log = logging.getLogger(__name__)
+from commprefs.transfer.importer import ImportRequest
+from commprefs.webhooks.payload import events_json
 
 IMPORTS_PATH = "/commprefs/v1/imports"
-# A job whose worker has not reported for this long was interrupted (its process stopped).
-STALLED_MS = 5 * 60 * 1000
-HEARTBEAT_SECONDS = 30.0
 
 router = APIRouter(prefix="/commprefs/v1", tags=["data"])
 ExportCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ, Scope.ADMIN))]
 
 
-class ImportRunner:
-    """Runs a process's imports one after another, each in a worker thread: two imports into one
-    SQLite file would only take turns for its write lock anyway, and one at a time keeps the
-    request path's share of the database predictable."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
-        # Jobs waiting for their turn: the running import keeps their heartbeat fresh, so that a
-        # long import ahead of them does not make them look interrupted.
-        self.waiting: dict[str, int] = {}
-        self.last_beat = 0.0
-
-    def start(self, job_id: str, request: ImportRequest, path: Path) -> None:
-        self.waiting[job_id] = request.portal_id
-        task = asyncio.create_task(self._run(job_id, request, path))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _run(self, job_id: str, request: ImportRequest, path: Path) -> None:
-        try:
-            async with self.lock:
-                self.waiting.pop(job_id, None)
-                await anyio.to_thread.run_sync(self._import, job_id, request, path)
-        except (HeaderError, DomainError):
-            pass  # recorded on the job as FAILED with its reason
-        except Exception as exc:
-            log.error("import %s failed: %s", job_id, type(exc).__name__)
-        finally:
-            self.waiting.pop(job_id, None)
-            path.unlink(missing_ok=True)
-
-    def _import(self, job_id: str, request: ImportRequest, path: Path) -> None:
-        with path.open("rb") as stream:
-            importer.run(self.store, job_id, request, stream, on_progress=self._beat)
-
-    def _beat(self, _: importer.Progress) -> None:
-        if time.monotonic() - self.last_beat < HEARTBEAT_SECONDS or not self.waiting:
-            return
-        self.last_beat = time.monotonic()
-        now = now_ms()
-        with self.store.transaction() as tx:
-            for job_id, portal_id in list(self.waiting.items()):
-                tx.update_import(portal_id, job_id, updated_at=now)
-
-
-def job_json(row: Any) -> dict[str, Any]:
-    state, error = row.state, row.error
-    if state in (JobState.PENDING, JobState.PROCESSING) and now_ms() - row.updated_at > STALLED_MS:
-        state = JobState.FAILED
-        error = "interrupted: the server stopped during the import; send the file again (rows already in are skipped)"
+def job_json(job: Job) -> dict[str, Any]:
+    row = job.row
     return {
         "id": row.id,
-        "state": state,
+        "state": job.state,
         "format": row.format,
         "fileName": row.file_name,
         "dryRun": bool(row.dry_run),
         "counts": json.loads(row.counts),
-        "error": error,
+        "error": job.error,
         "createdAt": iso(row.created_at),
         "startedAt": iso(row.started_at) if row.started_at else None,
         "completedAt": iso(row.completed_at) if row.completed_at else None,
@@ -119,7 +61,7 @@ def job_json(row: Any) -> dict[str, Any]:
 async def start_import(
     request: Request,
     caller: AdminCaller,
-    store: StoreDep,
+    transfer: TransferDep,
     format: Annotated[Format | None, Query(description="File format; default: told by the header.")] = None,
     subscription: Annotated[
         str | None,
@@ -138,28 +80,20 @@ async def start_import(
     try:
         job_request = ImportRequest(
             portal_id=caller.portal_id,
-            actor=Actor(Source.IMPORT, token_id=caller.id, request_id=getattr(request.state, "request_id", None)),
+            actor=api_actor(request, caller, Source.IMPORT),
             format=format,
             subscription=subscription,
             dry_run=dryRun,
             file_name=fileName,
         )
-
-        def check() -> str:
-            with path.open("rb") as stream:
-                importer.check(store, job_request, stream)
-            return importer.create_job(store, job_request)
-
-        try:
-            job_id = await anyio.to_thread.run_sync(check)
-        except HeaderError as exc:
-            raise ApiError(400, str(exc), errors=[field_error(str(exc), "body", "INVALID_FILE")]) from exc
+        job = await transfer.start_import(job_request, path)
+    except HeaderError as exc:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, str(exc), errors=[field_error(str(exc), "body", "INVALID_FILE")]) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    request.app.state.imports.start(job_id, job_request, path)
-    row = await store.aread(lambda tx: tx.get_import(caller.portal_id, job_id))
-    return JSON(job_json(row), status_code=202, headers={"Location": f"{IMPORTS_PATH}/{job_id}"})
+    return JSON(job_json(job), status_code=202, headers={"Location": f"{IMPORTS_PATH}/{job.row.id}"})
 
 
 async def _spool(request: Request) -> Path:
@@ -189,35 +123,23 @@ async def _spool(request: Request) -> Path:
 
 
 @router.get("/imports", summary="The portal's imports, newest first")
-async def list_imports(caller: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    rows = await store.aread(lambda tx: tx.list_imports(caller.portal_id, limit))
-    return JSON({"results": [job_json(r) for r in rows]})
+async def list_imports(
+    caller: AdminCaller, transfer: TransferDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> Any:
+    return JSON({"results": [job_json(job) for job in await transfer.imports(caller.portal_id, limit)]})
 
 
 @router.get("/imports/{importId}", summary="An import's state and counts")
-async def get_import(importId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
-    return JSON(job_json(await _job(store, caller, importId)))
+async def get_import(importId: ObjectId, caller: AdminCaller, transfer: TransferDep) -> Any:
+    return JSON(job_json(await transfer.job(caller.portal_id, importId)))
 
 
 @router.get("/imports/{importId}/rejects", summary="An import's rejected rows as CSV: line, reason, the row")
-async def import_rejects(importId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
-    job = await _job(store, caller, importId)
-    header = json.loads(job.options).get("header") or []
-
-    def rows() -> Iterator[bytes]:
-        with store.snapshot() as tx:
-            rejects = tx.stream_rejects(caller.portal_id, importId)
-            rows = ([r.line, r.reason, *json.loads(r.raw)] for r in rejects)
-            yield from exporter.csv_chunks([*importer.REJECT_COLUMNS, *header], exporter.in_chunks(rows))
-
-    return _streaming(rows(), "text/csv; charset=utf-8", f"{importId}-rejects.csv")
-
-
-async def _job(store: Store, caller: TokenInfo, import_id: str) -> Any:
-    row = await store.aread(lambda tx: tx.get_import(caller.portal_id, import_id))
-    if row is None:
-        raise NotFound(f"import {import_id} does not exist", field="importId")
-    return row
+async def import_rejects(importId: ObjectId, caller: AdminCaller, transfer: TransferDep) -> Any:
+    job = await transfer.job(caller.portal_id, importId)
+    header = json.loads(job.row.options).get("header") or []
+    chunks = transfer.rejects(caller.portal_id, importId, header)
+    return _streaming(chunks, "text/csv; charset=utf-8", f"{importId}-rejects.csv")
 
 
 @router.get(
@@ -227,13 +149,13 @@ async def _job(store: Store, caller: TokenInfo, import_id: str) -> Any:
     responses={
         200: {
             "description": "The rows, streamed: CSV (`format=csv`) or JSON lines (`format=jsonl`).",
-            "content": {media.split(";")[0]: {"schema": {"type": "string"}} for media in exporter.MEDIA_TYPES.values()},
+            "content": {media.split(";")[0]: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
         }
     },
 )
 async def export_statuses(
     caller: ExportCaller,
-    store: StoreDep,
+    transfer: TransferDep,
     format: Annotated[ExportFormat, Query(description="csv (commprefs' import format) or jsonl.")] = ExportFormat.CSV,
     suppressedOnly: Annotated[bool, Query(description="Only unsubscribes and opt-outs from all.")] = False,
     businessUnitId: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
@@ -249,9 +171,9 @@ async def export_statuses(
         business_unit_id=businessUnitId,
         subscription_id=subscriptionId,
     )
-    chunks = await anyio.to_thread.run_sync(exporter.stream, store, request)
+    chunks = await anyio.to_thread.run_sync(transfer.export, request)
     suffix = "-suppressed" if suppressedOnly else ""
-    return _streaming(chunks, exporter.MEDIA_TYPES[format], f"statuses-{caller.portal_id}{suffix}.{format.value}")
+    return _streaming(chunks, MEDIA_TYPES[format], f"statuses-{caller.portal_id}{suffix}.{format.value}")
 
 
 def _streaming(chunks: Iterator[bytes], media_type: str, file_name: str) -> Response:
@@ -272,17 +194,78 @@ def _streaming(chunks: Iterator[bytes], media_type: str, file_name: str) -> Resp
 
 
 @router.get("/subjects/{emailAddress}", summary="Everything held about an address (GDPR access request)")
-async def subject_access(emailAddress: str, caller: AdminCaller, store: StoreDep) -> Any:
-    address = normalize_email(emailAddress)
-    return JSON(await store.aread(lambda tx: subjects.subject_record(tx, caller.portal_id, address)))
+async def subject_access(emailAddress: str, caller: AdminCaller, service: ConsentDep) -> Any:
+    return JSON(subject_json(await service.subject(caller.portal_id, normalize_email(emailAddress))))
 
 
 @router.delete("/subjects/{emailAddress}", summary="Erase an address, keeping a salted-hash tombstone (GDPR)")
-async def subject_erasure(emailAddress: str, request: Request, caller: AdminCaller, store: StoreDep) -> Any:
+async def subject_erasure(emailAddress: str, request: Request, caller: AdminCaller, service: ConsentDep) -> Any:
     """Deletes the address's statuses, opt-outs, history and rejected import lines. It then reads as
     opted out of all; no import or v3 call subscribes it again; only a new explicit consent (v4
     SUBSCRIBED with a legal basis, or the preference page) lifts the tombstone, and is recorded."""
     address = normalize_email(emailAddress)
-    actor = Actor(Source.ERASURE, token_id=caller.id, request_id=getattr(request.state, "request_id", None))
-    erasure = await store.write(lambda tx: consent.erase(tx, caller.portal_id, address, actor, now_ms()))
-    return JSON(subjects.erasure_json(erasure))
+    erasure = await service.erase(caller.portal_id, address, api_actor(request, caller, Source.ERASURE))
+    return JSON(erasure_json(erasure))
+
+
+def subject_json(record: SubjectRecord) -> dict[str, Any]:
+    """Statuses as the APIs show them, every stored row (archived subscriptions included), the
+    opt-outs from all, the full history with IPs and user agents, and rejected import lines."""
+    by_id = record.definitions
+    return {
+        "portalId": record.portal_id,
+        "emailAddress": record.address,
+        "exportedAt": iso(now_ms()),
+        "erasedAt": iso(record.erased_at) if record.erased_at is not None else None,
+        "statuses": [
+            {
+                "subscriptionId": e.definition.id,
+                "subscriptionName": e.definition.name,
+                "businessUnitId": e.definition.business_unit_id,
+                "status": e.status.value,
+                "source": e.source,
+                "legalBasis": e.legal_basis,
+                "legalBasisExplanation": e.legal_basis_explanation,
+                "timestamp": iso(e.timestamp),
+                "optedOutOfAll": e.wide.value if e.wide else None,
+            }
+            for e in record.current
+        ],
+        "storedStatuses": [
+            {
+                "subscriptionId": s.subscription_id,
+                "subscriptionName": by_id[s.subscription_id].name if s.subscription_id in by_id else None,
+                "status": s.status.value,
+                "legalBasis": s.legal_basis,
+                "legalBasisExplanation": s.legal_basis_explanation,
+                "source": s.source,
+                "timestamp": iso(s.updated_at),
+            }
+            for s in record.stored
+        ],
+        "wideStatuses": [
+            {
+                "wideStatusType": w.scope.value,
+                "businessUnitId": w.business_unit_id,
+                "status": w.status.value,
+                "source": w.source,
+                "timestamp": iso(w.updated_at),
+            }
+            for w in record.wide
+        ],
+        "history": events_json(record.history, with_person=True),
+        "importRejects": [
+            {"importId": r.import_id, "line": r.line, "reason": r.reason, "values": orjson.loads(r.raw)}
+            for r in record.rejects
+        ],
+    }
+
+
+def erasure_json(erasure: Erasure) -> dict[str, Any]:
+    return {
+        "erased": True,
+        "alreadyErased": erasure.already_erased,
+        "tombstone": erasure.key,
+        "erasedAt": iso(erasure.erased_at),
+        "deleted": erasure.deleted,
+    }

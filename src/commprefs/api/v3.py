@@ -8,14 +8,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from commprefs import consent
-from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller
+from commprefs.api.auth import ConsentDep, ReadCaller, TenancyDep, WriteCaller, api_actor
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
 from commprefs.api.wire import SubscriptionId, Text, definition_json, v3_status_json
 from commprefs.clock import now_ms
 from commprefs.domain.email import normalize_email
-from commprefs.domain.enums import Channel, LegalBasis, Source, Status
-from commprefs.domain.model import Actor, TokenInfo
+from commprefs.domain.enums import LegalBasis
 
 
 class PublicUpdateSubscriptionStatusRequest(BaseModel):
@@ -29,48 +28,39 @@ class PublicUpdateSubscriptionStatusRequest(BaseModel):
     legalBasisExplanation: Text | None = None
 
 
-def api_actor(request: Request, caller: TokenInfo) -> Actor:
-    return Actor(source=Source.API, token_id=caller.id, request_id=getattr(request.state, "request_id", None))
-
-
-async def get_definitions(caller: ReadCaller, store: StoreDep) -> Any:
-    definitions = await store.aread(lambda tx: tx.list_definitions(caller.portal_id))
+async def get_definitions(caller: ReadCaller, tenancy: TenancyDep) -> Any:
+    definitions = await tenancy.definitions(caller.portal_id)
     return JSON({"subscriptionDefinitions": [definition_json(d) for d in definitions]})
 
 
-async def get_email_status(emailAddress: str, request: Request, caller: ReadCaller, store: StoreDep) -> Any:
-    address = normalize_email(emailAddress)
-    actor = api_actor(request, caller)
-    views = await store.aread(
-        lambda tx: consent.apply(tx, caller.portal_id, actor, now_ms(), consent.Changes.statuses, address),
-        subscriber=(caller.portal_id, Channel.EMAIL, address),
-    )
+async def get_email_status(emailAddress: str, caller: ReadCaller, service: ConsentDep) -> Any:
+    views = await service.statuses(caller.portal_id, normalize_email(emailAddress))
     return JSON({"recipient": emailAddress.strip(), "subscriptionStatuses": [v3_status_json(v) for v in views]})
 
 
-def _change(
-    operation: Callable[[consent.Changes, consent.StatusInput], consent.Effective], state: Status
-) -> Callable[..., Any]:
+def _change(rule: Callable[[consent.Changes, consent.StatusInput], consent.Effective]) -> Callable[..., Any]:
+    """The endpoint of a v3 change: `rule` (which decides the new state) applied to the body's subscription."""
+
     async def endpoint(
-        body: PublicUpdateSubscriptionStatusRequest, request: Request, caller: WriteCaller, store: StoreDep
+        body: PublicUpdateSubscriptionStatusRequest, request: Request, caller: WriteCaller, service: ConsentDep
     ) -> Any:
         change = consent.StatusInput(
             normalize_email(body.emailAddress),
             body.subscriptionId,
-            state,
-            body.legalBasis,
-            body.legalBasisExplanation,
+            legal_basis=body.legalBasis,
+            legal_basis_explanation=body.legalBasisExplanation,
         )
-        actor = api_actor(request, caller)
         return await idempotent(
             request,
             caller,
-            store,
-            lambda tx: JSON(v3_status_json(consent.apply(tx, caller.portal_id, actor, now_ms(), operation, change))),
-            subscriber=(caller.portal_id, Channel.EMAIL, change.address),
+            service,
+            api_actor(request, caller),
+            now_ms(),
+            lambda changes: JSON(v3_status_json(rule(changes, change))),
+            address=change.address,
         )
 
-    endpoint.__doc__ = operation.__doc__
+    endpoint.__doc__ = rule.__doc__
     return endpoint
 
 
@@ -89,20 +79,20 @@ def router(prefix: str, *, with_definitions: bool, with_resubscribe: bool = Fals
     )
     api.add_api_route(
         "/subscribe",
-        _change(consent.subscribe_v3, Status.SUBSCRIBED),
+        _change(consent.subscribe_v3),
         methods=["POST"],
         summary="Subscribe a contact to a subscription",
     )
     api.add_api_route(
         "/unsubscribe",
-        _change(consent.unsubscribe_v3, Status.UNSUBSCRIBED),
+        _change(consent.unsubscribe_v3),
         methods=["POST"],
         summary="Unsubscribe a contact from a subscription",
     )
     if with_resubscribe:
         api.add_api_route(
             "/resubscribe",
-            _change(consent.resubscribe_v3, Status.SUBSCRIBED),
+            _change(consent.resubscribe_v3),
             methods=["POST"],
             summary="Resubscribe a contact, lifting their opt-out from all in the subscription's scope",
         )

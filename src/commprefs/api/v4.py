@@ -1,17 +1,25 @@
 """HubSpot's v4 Communication Preferences API (and the dated versions that carry it): definitions,
 per-channel statuses, opt-outs from all, and batches of up to 1,000 inputs."""
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from commprefs import consent, links
-from commprefs.api.auth import ReadCaller, StoreDep, WriteCaller, require_scope, require_scopes
+from commprefs import consent
+from commprefs.api.auth import (
+    ConsentDep,
+    ReadCaller,
+    TenancyDep,
+    WriteCaller,
+    api_actor,
+    require_scope,
+    require_scopes,
+)
 from commprefs.api.errors import ApiError, field_error
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
-from commprefs.api.v3 import api_actor
 from commprefs.api.wire import (
     INT64_MAX,
     SubscriptionId,
@@ -86,6 +94,14 @@ class LinkGenerationRequest(BaseModel):
     subscriptionId: SubscriptionId | None = Field(None, description="Adds an unsubscribeSingleUrl for it.")
 
 
+def _accepted(inputs: list[str]) -> tuple[list[tuple[int, str, str]], list[dict[str, Any]]]:
+    """A batch of addresses: at most MAX_BATCH (400 otherwise), the valid ones once each as (index, raw,
+    normalised), and the invalid ones as the batch's per-input errors."""
+    _check_size(inputs)
+    accepted, refused = consent.normalize_inputs(inputs)
+    return accepted, [batch_error(r.error, r.index, r.raw) for r in refused]
+
+
 def _check_size(inputs: list[Any]) -> None:
     if len(inputs) > MAX_BATCH:
         message = f"inputs holds {len(inputs)} items; a batch takes at most {MAX_BATCH}"
@@ -97,15 +113,13 @@ def _check_size(inputs: list[Any]) -> None:
 
 async def get_definitions(
     caller: ReadCaller,
-    store: StoreDep,
+    tenancy: TenancyDep,
     businessUnitId: BusinessUnitQuery = None,
     includeTranslations: bool = False,
 ) -> Any:
     started = now_ms()
-    definitions = await store.aread(
-        lambda tx: tx.list_definitions(
-            caller.portal_id, business_unit_id=businessUnitId, with_translations=includeTranslations
-        )
+    definitions = await tenancy.definitions(
+        caller.portal_id, business_unit_id=businessUnitId, with_translations=includeTranslations
     )
     return JSON(envelope([definition_json(d, with_translations=includeTranslations) for d in definitions], started))
 
@@ -113,25 +127,21 @@ async def get_definitions(
 async def get_statuses(
     subscriberIdString: str,
     channel: ChannelQuery,
-    request: Request,
     caller: ReadCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
 ) -> Any:
     started = now_ms()
-    address = normalize_email(subscriberIdString)
-    actor = api_actor(request, caller)
-    found = await store.aread(
-        lambda tx: consent.apply(
-            tx, caller.portal_id, actor, started, consent.Changes.statuses, address, businessUnitId
-        ),
-        subscriber=(caller.portal_id, channel, address),
-    )
-    return JSON(envelope([public_status_json(s, subscriberIdString) for s in found], started))
+    found = await service.statuses(caller.portal_id, normalize_email(subscriberIdString), channel, businessUnitId)
+    return JSON(envelope([public_status_json(s, subscriberIdString, channel) for s in found], started))
 
 
 async def set_status(
-    subscriberIdString: str, body: PartialPublicStatusRequest, request: Request, caller: WriteCaller, store: StoreDep
+    subscriberIdString: str,
+    body: PartialPublicStatusRequest,
+    request: Request,
+    caller: WriteCaller,
+    service: ConsentDep,
 ) -> Any:
     started = now_ms()
     change = consent.StatusInput(
@@ -141,31 +151,26 @@ async def set_status(
         body.legalBasis,
         body.legalBasisExplanation,
     )
+
+    def plan(changes: consent.Changes) -> JSON:
+        result = consent.set_status(changes, change)
+        return JSON(envelope([public_status_json(result, subscriberIdString, body.channel)], started))
+
     actor = api_actor(request, caller)
-
-    def work(tx: Any) -> JSON:
-        result = consent.apply(tx, caller.portal_id, actor, started, consent.set_status, change)
-        return JSON(envelope([public_status_json(result, subscriberIdString)], started))
-
-    return await idempotent(request, caller, store, work, subscriber=(caller.portal_id, Channel.EMAIL, change.address))
+    return await idempotent(request, caller, service, actor, started, plan, address=change.address)
 
 
 async def get_unsubscribe_all(
     subscriberIdString: str,
     channel: ChannelQuery,
     caller: ReadCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
     verbose: VerboseQuery = False,
 ) -> Any:
     started = now_ms()
-    address = normalize_email(subscriberIdString)
-    subscriber = await store.aread(
-        lambda tx: tx.get_subscriber(caller.portal_id, address, channel),
-        subscriber=(caller.portal_id, channel, address),
-    )
-    rows = consent.wide_statuses(subscriber, businessUnitId)
-    return JSON(envelope([wide_status_json(w, subscriberIdString) for w in rows], started))
+    rows = await service.opt_outs(caller.portal_id, normalize_email(subscriberIdString), channel, businessUnitId)
+    return JSON(envelope([wide_status_json(w, subscriberIdString, channel) for w in rows], started))
 
 
 async def unsubscribe_all(
@@ -173,22 +178,20 @@ async def unsubscribe_all(
     channel: ChannelQuery,
     request: Request,
     caller: WriteCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
     verbose: VerboseQuery = False,
 ) -> Any:
     started = now_ms()
     address = normalize_email(subscriberIdString)
-    actor = api_actor(request, caller)
 
-    def work(tx: Any) -> JSON:
-        affected = consent.apply(
-            tx, caller.portal_id, actor, started, consent.unsubscribe_from_all, address, businessUnitId
-        )
-        results = [public_status_json(s, subscriberIdString) for s in affected] if verbose else []
+    def plan(changes: consent.Changes) -> JSON:
+        affected = consent.unsubscribe_from_all(changes, address, businessUnitId)
+        results = [public_status_json(s, subscriberIdString, channel) for s in affected] if verbose else []
         return JSON(envelope(results, started))
 
-    return await idempotent(request, caller, store, work, subscriber=(caller.portal_id, channel, address))
+    actor = api_actor(request, caller)
+    return await idempotent(request, caller, service, actor, started, plan, channel=channel, address=address)
 
 
 async def generate_links(
@@ -196,23 +199,19 @@ async def generate_links(
     channel: ChannelQuery,
     request: Request,
     caller: LinksCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: Annotated[int, Query(ge=0, le=INT64_MAX, description="The brand whose pages the links open.")] = 0,
 ) -> Any:
     """Signed links to the contact's preference page, unsubscribe-all and (with a subscriptionId)
     single-unsubscribe pages; each also takes an RFC 8058 one-click POST where it unsubscribes."""
-    address = normalize_email(body.subscriberIdString, field="subscriberIdString")
-    made = await store.aread(
-        lambda tx: links.issue(
-            tx,
-            caller.portal_id,
-            address,
-            business_unit_id=businessUnitId,
-            language=body.language,
-            subscription_id=body.subscriptionId,
-            configured_url=request.app.state.settings.public_url,
-            fallback_url=str(request.base_url),
-        )
+    made = await service.links(
+        caller.portal_id,
+        normalize_email(body.subscriberIdString, field="subscriberIdString"),
+        business_unit_id=businessUnitId,
+        language=body.language,
+        subscription_id=body.subscriptionId,
+        configured_url=request.app.state.settings.public_url,
+        fallback_url=str(request.base_url),
     )
     result = {
         "subscriberIdString": body.subscriberIdString,
@@ -231,57 +230,49 @@ def _batch_json(results: list[Any], errors: list[dict[str, Any]], started: int) 
     return JSON(envelope(results, started, errors), status_code=207 if errors else 200)
 
 
+def _per_address(
+    accepted: Sequence[tuple[int, str, str]], found: Sequence[Any], item: Callable[[str, Any], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A batch's results: `item` of each accepted input (its raw string) and what was found for its address."""
+    return [item(raw, each) for (_, raw, _), each in zip(accepted, found, strict=True)]
+
+
 async def batch_read(
     body: BatchInputString,
     channel: ChannelQuery,
-    request: Request,
     caller: BatchReadCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
 ) -> Any:
     """Statuses of up to 1,000 addresses; an address given twice is answered once."""
     started = now_ms()
-    _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs(body.inputs)
-    actor = api_actor(request, caller)
-
-    def read(tx: Any) -> list[tuple[str, list[consent.Effective]]]:
-        changes = consent.Changes(tx, caller.portal_id, actor, started, channel)
-        changes.load(address for _, _, address in accepted)
-        return [(raw, changes.statuses(address, businessUnitId)) for _, raw, address in accepted]
-
-    found = await store.aread(read)
-    results = [
-        {"subscriberIdString": raw, "statuses": [public_status_json(s, raw) for s in statuses]}
-        for raw, statuses in found
-    ]
-    return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+    accepted, errors = _accepted(body.inputs)
+    found = await service.statuses_of(caller.portal_id, [a for _, _, a in accepted], channel, businessUnitId)
+    results = _per_address(
+        accepted,
+        found,
+        lambda raw, statuses: {"subscriberIdString": raw, "statuses": [public_status_json(s, raw, channel) for s in statuses]},
+    )
+    return _batch_json(results, errors, started)
 
 
 async def batch_read_unsubscribe_all(
     body: BatchInputString,
     channel: ChannelQuery,
     caller: BatchReadCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
 ) -> Any:
     """Opt-out-from-all records of up to 1,000 addresses."""
     started = now_ms()
-    _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs(body.inputs)
-    subscribers = await store.aread(
-        lambda tx: tx.get_subscribers(caller.portal_id, [address for _, _, address in accepted], channel)
+    accepted, errors = _accepted(body.inputs)
+    found = await service.opt_outs_of(caller.portal_id, [a for _, _, a in accepted], channel, businessUnitId)
+    results = _per_address(
+        accepted,
+        found,
+        lambda raw, rows: {"subscriberIdString": raw, "wideStatuses": [wide_status_json(w, raw, channel) for w in rows]},
     )
-    results = [
-        {
-            "subscriberIdString": raw,
-            "wideStatuses": [
-                wide_status_json(w, raw) for w in consent.wide_statuses(subscribers[address], businessUnitId)
-            ],
-        }
-        for _, raw, address in accepted
-    ]
-    return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+    return _batch_json(results, errors, started)
 
 
 async def batch_unsubscribe_all(
@@ -289,30 +280,28 @@ async def batch_unsubscribe_all(
     channel: ChannelQuery,
     request: Request,
     caller: BatchWriteCaller,
-    store: StoreDep,
+    service: ConsentDep,
     businessUnitId: BusinessUnitQuery = None,
     verbose: VerboseQuery = False,
 ) -> Any:
     """Opt up to 1,000 addresses out of all email, portal-wide or for one brand."""
     started = now_ms()
-    _check_size(body.inputs)
-    accepted, refused = consent.normalize_inputs(body.inputs)
-    actor = api_actor(request, caller)
+    accepted, errors = _accepted(body.inputs)
 
-    def work(tx: Any) -> JSON:
-        changes = consent.Changes(tx, caller.portal_id, actor, started, channel)
+    def plan(changes: consent.Changes) -> JSON:
         changes.load(address for _, _, address in accepted)
-        results = []
-        for _, raw, address in accepted:
-            affected = consent.unsubscribe_from_all(changes, address, businessUnitId)
-            item: dict[str, Any] = {"subscriberIdString": raw}
-            if verbose:
-                item["statuses"] = [public_status_json(s, raw) for s in affected]
-            results.append(item)
-        changes.flush()
-        return _batch_json(results, [batch_error(r.error, r.index, r.raw) for r in refused], started)
+        affected = [consent.unsubscribe_from_all(changes, address, businessUnitId) for _, _, address in accepted]
 
-    return await idempotent(request, caller, store, work)
+        def item(raw: str, statuses: list[consent.Effective]) -> dict[str, Any]:
+            shown: dict[str, Any] = {"subscriberIdString": raw}
+            if verbose:
+                shown["statuses"] = [public_status_json(s, raw, channel) for s in statuses]
+            return shown
+
+        return _batch_json(_per_address(accepted, affected, item), errors, started)
+
+    actor = api_actor(request, caller)
+    return await idempotent(request, caller, service, actor, started, plan, channel=channel)
 
 
 def _status_input(item: PublicStatusRequest) -> consent.StatusInput | DomainError:
@@ -327,28 +316,25 @@ def _status_input(item: PublicStatusRequest) -> consent.StatusInput | DomainErro
 
 
 async def batch_write(
-    body: BatchInputPublicStatusRequest, request: Request, caller: BatchWriteCaller, store: StoreDep
+    body: BatchInputPublicStatusRequest, request: Request, caller: BatchWriteCaller, service: ConsentDep
 ) -> Any:
     """Up to 1,000 status changes, applied in input order (a later input sees the earlier ones),
     each on its own: an input a rule refuses is reported in `errors` and the others are applied."""
     started = now_ms()
     _check_size(body.inputs)
     parsed = [(item.subscriberIdString, _status_input(item)) for item in body.inputs]
-    actor = api_actor(request, caller)
 
-    def work(tx: Any) -> JSON:
-        changes = consent.Changes(tx, caller.portal_id, actor, started)
-        outcomes = consent.write_batch(changes, parsed)
-        changes.flush()
+    def plan(changes: consent.Changes) -> JSON:
         results, errors = [], []
-        for index, raw, outcome in outcomes:
+        for index, raw, outcome in consent.write_batch(changes, parsed):
             if isinstance(outcome, DomainError):
                 errors.append(batch_error(outcome, index, raw))
             else:
                 results.append(public_status_json(outcome, raw))
         return _batch_json(results, errors, started)
 
-    return await idempotent(request, caller, store, work)
+    actor = api_actor(request, caller)
+    return await idempotent(request, caller, service, actor, started, plan)
 
 
 def router(prefix: str) -> APIRouter:

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
-from commprefs import webhooks
-from commprefs.api.auth import AdminCaller, StoreDep
+from commprefs.api.auth import AdminCaller, WebhooksDep
 from commprefs.api.responses import JSON
 from commprefs.api.wire import ObjectId, Text
-from commprefs.clock import now_ms
-from commprefs.events import EventType
+from commprefs.clock import iso
+from commprefs.webhooks.payload import EventType, encode_cursor
 
 router = APIRouter(prefix="/commprefs/v1/webhooks", tags=["webhooks"])
 
@@ -43,59 +42,83 @@ def _allow_private(request: Request) -> bool:
     return bool(request.app.state.settings.webhook_allow_private_networks)
 
 
+def endpoint_json(row: Any, secret: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": row.id,
+        "url": row.url,
+        "description": row.description,
+        "events": row.event_types.split(",") if row.event_types else [t.value for t in EventType],
+        "enabled": bool(row.enabled),
+        "disabledReason": row.disabled_reason,
+        "position": encode_cursor((row.cursor_txid, row.cursor_id)),
+        "failures": row.failures,
+        "failingSince": iso(row.failing_since) if row.failing_since else None,
+        "nextAttemptAt": iso(row.next_attempt_at) if row.failures else None,
+        "createdAt": iso(row.created_at),
+        "updatedAt": iso(row.updated_at),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def delivery_json(row: Any) -> dict[str, Any]:
+    return {
+        "eventId": str(row.event_id),
+        "webhookId": f"evt_{row.event_id}",
+        "attempt": row.attempt,
+        "statusCode": row.status_code,
+        "error": row.error,
+        "latencyMs": row.latency_ms,
+        "attemptedAt": iso(row.attempted_at),
+        "nextAttemptAt": iso(row.next_attempt_at) if row.next_attempt_at else None,
+    }
+
+
 @router.post("", summary="Register an endpoint (its secret is shown once)", status_code=201)
-async def create(body: EndpointCreate, request: Request, caller: AdminCaller, store: StoreDep) -> Any:
-    endpoint, secret = await store.write(
-        lambda tx: webhooks.create_endpoint(
-            tx,
-            caller.portal_id,
-            body.url,
-            events=body.events,
-            description=body.description,
-            now=now_ms(),
-            allow_private=_allow_private(request),
-        )
+async def create(body: EndpointCreate, request: Request, caller: AdminCaller, webhooks: WebhooksDep) -> Any:
+    endpoint, secret = await webhooks.create_endpoint(
+        caller.portal_id,
+        body.url,
+        events=body.events,
+        description=body.description,
+        allow_private=_allow_private(request),
     )
-    return JSON(webhooks.endpoint_json(endpoint, secret), status_code=201)
+    return JSON(endpoint_json(endpoint, secret), status_code=201)
 
 
 @router.get("", summary="List endpoints")
-async def list_endpoints(caller: AdminCaller, store: StoreDep) -> Any:
-    rows = await store.aread(lambda tx: tx.list_endpoints(caller.portal_id))
-    return JSON({"results": [webhooks.endpoint_json(r) for r in rows]})
+async def list_endpoints(caller: AdminCaller, webhooks: WebhooksDep) -> Any:
+    rows = await webhooks.endpoints(caller.portal_id)
+    return JSON({"results": [endpoint_json(r) for r in rows]})
 
 
 @router.get("/{endpointId}", summary="One endpoint")
-async def get_endpoint(endpointId: ObjectId, caller: AdminCaller, store: StoreDep) -> Any:
-    row = await store.aread(lambda tx: webhooks.require_endpoint(tx, caller.portal_id, endpointId))
-    return JSON(webhooks.endpoint_json(row))
+async def get_endpoint(endpointId: ObjectId, caller: AdminCaller, webhooks: WebhooksDep) -> Any:
+    return JSON(endpoint_json(await webhooks.endpoint(caller.portal_id, endpointId)))
 
 
 @router.patch("/{endpointId}", summary="Change, disable or re-enable an endpoint")
 async def update_endpoint(
-    endpointId: ObjectId, body: EndpointUpdate, request: Request, caller: AdminCaller, store: StoreDep
+    endpointId: ObjectId, body: EndpointUpdate, request: Request, caller: AdminCaller, webhooks: WebhooksDep
 ) -> Any:
-    row = await store.write(
-        lambda tx: webhooks.update_endpoint(
-            tx,
-            caller.portal_id,
-            endpointId,
-            now=now_ms(),
-            allow_private=_allow_private(request),
-            url=body.url,
-            events=body.events,
-            description=body.description,
-            enabled=body.enabled,
-        )
+    row = await webhooks.update_endpoint(
+        caller.portal_id,
+        endpointId,
+        allow_private=_allow_private(request),
+        url=body.url,
+        events=body.events,
+        description=body.description,
+        enabled=body.enabled,
     )
-    return JSON(webhooks.endpoint_json(row))
+    return JSON(endpoint_json(row))
 
 
 @router.delete(
     "/{endpointId}", summary="Delete an endpoint and its delivery log", status_code=204, response_class=Response
 )
-async def delete_endpoint(endpointId: ObjectId, caller: AdminCaller, store: StoreDep) -> Response:
-    await store.write(lambda tx: webhooks.delete_endpoint(tx, caller.portal_id, endpointId))
+async def delete_endpoint(endpointId: ObjectId, caller: AdminCaller, webhooks: WebhooksDep) -> Response:
+    await webhooks.delete_endpoint(caller.portal_id, endpointId)
     return Response(status_code=204)
 
 
@@ -103,20 +126,15 @@ async def delete_endpoint(endpointId: ObjectId, caller: AdminCaller, store: Stor
 async def deliveries(
     endpointId: ObjectId,
     caller: AdminCaller,
-    store: StoreDep,
+    webhooks: WebhooksDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
-    def read(tx: Any) -> Any:
-        endpoint = webhooks.require_endpoint(tx, caller.portal_id, endpointId)
-        return endpoint, tx.list_deliveries(caller.portal_id, endpointId, limit)
-
-    endpoint, rows = await store.aread(read)
-    return JSON({"endpoint": webhooks.endpoint_json(endpoint), "results": [webhooks.delivery_json(r) for r in rows]})
+    endpoint, rows = await webhooks.deliveries(caller.portal_id, endpointId, limit)
+    return JSON({"endpoint": endpoint_json(endpoint), "results": [delivery_json(r) for r in rows]})
 
 
 @router.post("/{endpointId}/replay", summary="Send again the events since a time, in order")
-async def replay(endpointId: ObjectId, body: Replay, caller: AdminCaller, store: StoreDep) -> Any:
+async def replay(endpointId: ObjectId, body: Replay, caller: AdminCaller, webhooks: WebhooksDep) -> Any:
     moment = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
     since = int(moment.timestamp() * 1000)
-    row = await store.write(lambda tx: webhooks.replay(tx, caller.portal_id, endpointId, since, now_ms()))
-    return JSON(webhooks.endpoint_json(row))
+    return JSON(endpoint_json(await webhooks.replay(caller.portal_id, endpointId, since)))

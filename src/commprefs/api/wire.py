@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictStr
 from commprefs.api.errors import CATEGORY_BY_STATUS, domain_status
 from commprefs.clock import iso, now_ms
 from commprefs.consent import Effective
+from commprefs.domain.enums import Channel
 from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Definition, WideStatus
 
@@ -95,7 +96,7 @@ def v3_status_json(status: Effective) -> dict[str, Any]:
     return body
 
 
-def public_status_json(status: Effective, subscriber_id: str) -> dict[str, Any]:
+def public_status_json(status: Effective, subscriber_id: str, channel: Channel = Channel.EMAIL) -> dict[str, Any]:
     """v4's PublicStatus. Optional fields without a value are left out: HubSpot's documents do
     not mark them nullable, so an explicit null would break strict clients.
 
@@ -106,7 +107,7 @@ def public_status_json(status: Effective, subscriber_id: str) -> dict[str, Any]:
         "subscriberIdString": subscriber_id,
         "subscriptionId": definition.id,
         "subscriptionName": definition.name,
-        "channel": "EMAIL",
+        "channel": channel,
         "status": status.status,
         "source": status.source,
         "timestamp": iso(status.timestamp),
@@ -121,12 +122,12 @@ def public_status_json(status: Effective, subscriber_id: str) -> dict[str, Any]:
     return body
 
 
-def wide_status_json(wide: WideStatus, subscriber_id: str) -> dict[str, Any]:
+def wide_status_json(wide: WideStatus, subscriber_id: str, channel: Channel = Channel.EMAIL) -> dict[str, Any]:
     return {
         "subscriberIdString": subscriber_id,
         "wideStatusType": wide.scope.value,
         "businessUnitId": wide.business_unit_id,
-        "channel": "EMAIL",
+        "channel": channel,
         "status": wide.status.value,
         "timestamp": iso(wide.updated_at),
     }

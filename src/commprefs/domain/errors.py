@@ -31,3 +31,10 @@ class RuleViolation(DomainError):
 
 class Conflict(DomainError):
     """The change collides with existing data (a duplicate name or id)."""
+
+
+class KeyReused(DomainError):
+    """An idempotency key sent again with another request."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used with a different request")

@@ -81,6 +81,33 @@ WideKey = tuple[WideScope, int]
 
 
 @dataclass(slots=True)
+class ConsentEvent:
+    """One recorded change of a subscriber's consent: a line of the consent history, with its proof."""
+
+    portal_id: int
+    subscriber: str
+    channel: str
+    old_status: Status
+    new_status: Status
+    source: str
+    occurred_at: int
+    subscription_id: int | None = None
+    wide_scope: WideScope | None = None
+    business_unit_id: int | None = None
+    legal_basis: LegalBasis | None = None
+    legal_basis_explanation: str | None = None
+    actor_token_id: str | None = None
+    request_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    language: str | None = None
+    reason: str | None = None
+    # Set when the change came from an import: its id, and when it was recorded (occurred_at is the file's).
+    import_id: str | None = None
+    recorded_at: int | None = None
+
+
+@dataclass(slots=True)
 class Subscriber:
     """Everything recorded for one address and channel: per-subscription rows and wide rows.
 

@@ -18,25 +18,24 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DBAPIError
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import HTMLResponse, Response
 
-from commprefs import consent, links
+from commprefs.api.errors import Failure, classify
 from commprefs.api.pipeline import log_unhandled
-from commprefs.clock import now_ms
+from commprefs.consent import Consent, Effective, links
+from commprefs.consent.links import LinkClaims, LinkExpired, LinkInvalid, Purpose
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Source, Status
-from commprefs.domain.errors import DomainError, InvalidEmail, NotFound
+from commprefs.domain.errors import InvalidEmail, NotFound
 from commprefs.domain.model import Actor, Definition, Portal
-from commprefs.links import LinkClaims, LinkExpired, LinkInvalid, Purpose
 from commprefs.pages import i18n, security
 from commprefs.pages.mailer import Mailer
 from commprefs.pages.ratelimit import SlidingWindow
-from commprefs.store import Store
+from commprefs.services import Services
 
 log = logging.getLogger("commprefs.pages")
 HERE = Path(__file__).parent
@@ -97,9 +96,13 @@ class Opened:
     language: str
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _consent(request: Request) -> Consent:
+    return _services(request).consent
 
 
 def _mailer(request: Request) -> Mailer:
@@ -121,8 +124,7 @@ def _fallback_language(request: Request, portal: Portal | None = None, link: str
 
 
 async def _portal(request: Request, portal_id: int) -> Portal | None:
-    portal, _ = await _store(request).aread(lambda tx: tx.portal_snapshot(portal_id))
-    return portal
+    return await _services(request).tenancy.portal(portal_id)
 
 
 async def open_link(request: Request, portal_id: int, token: str, purpose: Purpose) -> Opened:
@@ -204,11 +206,6 @@ def _is_one_click(form: FormData) -> bool:
     return form.get("List-Unsubscribe") == "One-Click"
 
 
-def _brand(tx: Any, portal: Portal, business_unit_id: int) -> str:
-    unit = tx.get_business_unit(portal.id, business_unit_id)
-    return unit.name if unit is not None else portal.name
-
-
 def _other_links(opened: Opened) -> dict[str, str]:
     """Relative URLs of the manage and unsubscribe-all pages for the same contact."""
     return {
@@ -230,7 +227,7 @@ class Row:
     highlighted: bool
 
 
-def _rows(definitions: list[Definition], states: list[consent.Effective], opened: Opened) -> list[Row]:
+def _rows(definitions: list[Definition], states: list[Effective], opened: Opened) -> list[Row]:
     status = {s.definition.id: s.status for s in states}
     rows = []
     for definition in definitions:
@@ -249,31 +246,17 @@ def _rows(definitions: list[Definition], states: list[consent.Effective], opened
     return rows
 
 
-async def _page_state(request: Request, opened: Opened) -> tuple[str, list[Row], bool]:
-    claims = opened.claims
-
-    def read(tx: Any) -> tuple[str, list[Row], bool]:
-        changes = consent.Changes(tx, opened.portal.id, _actor(request, Source.PREFERENCE_PAGE, None), now_ms())
-        states = consent.preference_page(changes, claims.subscriber, claims.business_unit_id)
-        definitions = tx.list_definitions(
-            opened.portal.id, business_unit_id=claims.business_unit_id, with_translations=True
-        )
-        opted_out = changes.subscriber(claims.subscriber).wide_opt_out(claims.business_unit_id) is not None
-        return _brand(tx, opened.portal, claims.business_unit_id), _rows(definitions, states, opened), opted_out
-
-    return await _store(request).aread(read)
-
-
 async def manage_page(request: Request, portal_id: PortalId, token: Token) -> Response:
     opened = await open_link(request, portal_id, token, Purpose.MANAGE)
-    brand, rows, opted_out = await _page_state(request, opened)
+    claims = opened.claims
+    state = await _consent(request).preference_page(opened.portal.id, claims.subscriber, claims.business_unit_id)
     return render(
         "manage.html",
         opened.language,
-        brand=brand,
-        email=opened.claims.subscriber,
-        rows=rows,
-        opted_out=opted_out,
+        brand=state.brand,
+        email=claims.subscriber,
+        rows=_rows(state.definitions, state.states, opened),
+        opted_out=state.opted_out,
         csrf=_csrf(request, opened.portal, token),
         links=_other_links(opened),
     )
@@ -289,27 +272,16 @@ async def save_preferences(request: Request, portal_id: PortalId, token: Token) 
     shown = _shown(form)
     wanted = {int(v) for v in form.getlist("subscription") if isinstance(v, str) and v.isdigit()}
 
-    def work(tx: Any) -> tuple[str, list[tuple[str, bool]]]:
-        changes = consent.Changes(tx, opened.portal.id, actor, now_ms())
-        if unsubscribe_all:
-            affected = consent.opt_out_from_page(changes, claims.subscriber, claims.business_unit_id)
-        else:
-            affected = consent.save_preferences(changes, claims.subscriber, claims.business_unit_id, shown, wanted)
-        changes.flush()
-        # The unit of work's definitions carry no translations; the confirmation names them translated.
-        translated = {
-            d.id: d
-            for d in tx.list_definitions(
-                opened.portal.id, ids=[s.definition.id for s in affected], with_translations=True
-            )
-        }
-        changed = [
-            (i18n.localized(translated[s.definition.id], opened.language)[0], s.status is Status.SUBSCRIBED)
-            for s in affected
-        ]
-        return _brand(tx, opened.portal, claims.business_unit_id), changed
-
-    brand, changed = await _store(request).write(work)
+    brand, affected = await _consent(request).save_preferences(
+        opened.portal.id,
+        actor,
+        claims.subscriber,
+        claims.business_unit_id,
+        shown,
+        wanted,
+        opt_out_from_all=unsubscribe_all,
+    )
+    changed = [(i18n.localized(definition, opened.language)[0], subscribed) for definition, subscribed in affected]
     if unsubscribe_all:
         return _unsubscribed(opened, brand)
     return render(
@@ -376,34 +348,22 @@ async def _unsubscribe_request(request: Request, portal_id: int, token: str, pur
 
 async def unsubscribe_all_page(request: Request, portal_id: PortalId, token: Token) -> Response:
     opened = await open_link(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
-    brand = await _store(request).aread(lambda tx: _brand(tx, opened.portal, opened.claims.business_unit_id))
+    brand = await _consent(request).brand(opened.portal.id, opened.claims.business_unit_id)
     return _confirm_unsubscribe(request, opened, brand, None)
 
 
 async def unsubscribe_all(request: Request, portal_id: PortalId, token: Token) -> Response:
     opened, actor = await _unsubscribe_request(request, portal_id, token, Purpose.UNSUBSCRIBE_ALL)
     claims = opened.claims
-
-    def work(tx: Any) -> str:
-        consent.apply(
-            tx, opened.portal.id, actor, now_ms(), consent.opt_out_from_page, claims.subscriber, claims.business_unit_id
-        )
-        return _brand(tx, opened.portal, claims.business_unit_id)
-
-    return _unsubscribed(opened, await _store(request).write(work))
+    brand = await _consent(request).opt_out_from_page(
+        opened.portal.id, actor, claims.subscriber, claims.business_unit_id
+    )
+    return _unsubscribed(opened, brand)
 
 
 async def _single(request: Request, opened: Opened) -> tuple[str, Definition]:
-    sid = opened.claims.subscription_id
-
-    def read(tx: Any) -> tuple[str, Definition]:
-        definition = tx.get_definition(opened.portal.id, sid) if sid is not None else None
-        if definition is None or not definition.is_active:
-            raise NotFound(f"subscription {sid} does not exist")
-        return _brand(tx, opened.portal, definition.business_unit_id), definition
-
     try:
-        return await _store(request).aread(read)
+        return await _consent(request).single_subscription(opened.portal.id, opened.claims.subscription_id)
     except NotFound as exc:
         raise PageError(410, "gone.html", language=opened.language, links=_other_links(opened)) from exc
 
@@ -417,11 +377,7 @@ async def unsubscribe_one_page(request: Request, portal_id: PortalId, token: Tok
 async def unsubscribe_one(request: Request, portal_id: PortalId, token: Token) -> Response:
     opened, actor = await _unsubscribe_request(request, portal_id, token, Purpose.UNSUBSCRIBE_ONE)
     brand, definition = await _single(request, opened)
-    await _store(request).write(
-        lambda tx: consent.apply(
-            tx, opened.portal.id, actor, now_ms(), consent.unsubscribe_one, opened.claims.subscriber, definition.id
-        )
-    )
+    await _consent(request).unsubscribe_one(opened.portal.id, actor, opened.claims.subscriber, definition.id)
     return _unsubscribed(opened, brand, i18n.localized(definition, opened.language)[0])
 
 
@@ -461,11 +417,7 @@ async def request_link(request: Request, portal_id: PortalId) -> Response:
         raise PageError(429, "too_many.html", language=language)
 
     claims, verified = await _requested_claims(request, portal, form, language)
-    if verified:
-        known = True
-    else:
-        found = await _store(request).aread(lambda tx: tx.get_subscriber(portal.id, claims.subscriber, "EMAIL"))
-        known = bool(found.statuses or found.wide)
+    known = verified or await _consent(request).is_known(portal.id, claims.subscriber)
     task = None
     if known and limits["address"].allow(f"{portal.id}:{claims.subscriber}"):
         base_url = links.base_url_for(portal, request.app.state.settings.public_url, str(request.base_url))
@@ -526,18 +478,10 @@ class PageRoute(APIRoute):
             except PageError as exc:
                 context = {k: v for k, v in exc.context.items() if k != "language"}
                 response = render(exc.template, exc.context.get("language", "en"), exc.status, **context)
-            except RequestValidationError:
-                response = render("invalid.html", _fallback_language(request), 400)
-            except DBAPIError as exc:
-                log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
-                response = render("unavailable.html", _fallback_language(request), 503)
-            except DomainError:
-                response = render("invalid.html", _fallback_language(request), 400)
             except HTTPException:
                 raise  # e.g. 413 from the body cap: answered by the app's handler
             except Exception as exc:
-                log_unhandled(exc, getattr(request.state, "request_id", ""), request.app.state.settings.log_pii)
-                response = render("unavailable.html", _fallback_language(request), 500)
+                response = _failure_page(request, classify(exc))
             response.headers.update(security.HEADERS)
             nonce = getattr(request.state, "csrf_nonce", None)
             if nonce and request.cookies.get(security.CSRF_COOKIE) != nonce:
@@ -561,6 +505,17 @@ async def stylesheet() -> Response:
         media_type="text/css",
         headers={"Cache-Control": "public, max-age=3600"},
     )
+
+
+def _failure_page(request: Request, failure: Failure) -> HTMLResponse:
+    """A failure as the pages answer it: the request was at fault (400), the database is unavailable (503), or
+    something broke (500, logged)."""
+    if failure.unexpected:
+        log_unhandled(failure.error, getattr(request.state, "request_id", ""), request.app.state.settings.log_pii)
+    elif failure.status == 503:
+        log.warning("database unavailable: %s", failure.cause)
+    template = "invalid.html" if failure.status < 500 else "unavailable.html"
+    return render(template, _fallback_language(request), 400 if failure.status < 500 else failure.status)
 
 
 def router() -> APIRouter:

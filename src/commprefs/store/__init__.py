@@ -12,7 +12,7 @@ from commprefs.store.engine import make_engine
 from commprefs.store.groups import SubscriberWork
 from commprefs.store.migrate import migrate
 from commprefs.store.reader import Reader
-from commprefs.store.repo import Tx
+from commprefs.store.tx import Tx
 from commprefs.store.writer import Writer
 
 T = TypeVar("T")

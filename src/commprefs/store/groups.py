@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from commprefs.store.repo import Tx
+from commprefs.store.tx import Tx
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def preload(tx: Tx, group: list[Job]) -> None:
             count += 1
     if count > 1:
         for (portal_id, channel), addresses in wanted.items():
-            tx.preload_subscribers(portal_id, channel, addresses)
+            tx.statuses.preload_subscribers(portal_id, channel, addresses)
 
 
 class GroupThreads:

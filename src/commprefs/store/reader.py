@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from commprefs.store.cache import PortalCache
 from commprefs.store.groups import GroupThreads, Job, Outcomes, preload
-from commprefs.store.repo import Tx
+from commprefs.store.tx import Tx
 
 MAX_GROUP = 64
 # Errors of the database (through SQLAlchemy or straight from the driver), after which a transaction may refuse

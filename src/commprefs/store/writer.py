@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from commprefs.metrics import WRITE_GROUP_SIZE
 from commprefs.store.cache import PortalCache
 from commprefs.store.groups import GroupThreads, Job, Outcomes, SubscriberWork, preload
-from commprefs.store.repo import Tx
+from commprefs.store.tx import Tx
 
 MAX_GROUP = 256
 
@@ -55,12 +55,12 @@ class Writer(GroupThreads):
         with conn.begin() as transaction:
             try:
                 if merged:
-                    self._tx.defer_writes()
+                    self._tx.statuses.defer_writes()
                     preload(self._tx, group)
                 for work, loop, future in group:
                     outcomes.append((loop, (future, work(self._tx), None)))
                 if merged:
-                    self._tx.write_deferred()
+                    self._tx.statuses.write_deferred()
             except Exception:
                 if conn.invalidated:
                     raise  # the connection died: the whole group fails with this error

@@ -22,7 +22,7 @@ from commprefs.domain.enums import Channel
 from commprefs.domain.errors import NotFound
 from commprefs.domain.model import Definition
 from commprefs.store import Store, Tx
-from commprefs.store.repo import ExportRows
+from commprefs.store.transfer import ExportRows
 from commprefs.transfer.formats import COMMPREFS_COLUMNS, SUBSCRIPTION_SCOPE
 
 CHUNK_ROWS = 1000
@@ -56,10 +56,10 @@ class ExportPlan:
 def plan(tx: Tx, request: ExportRequest) -> ExportPlan:
     """Check what the request names (before the first byte is sent) and settle the filters: a
     subscription brings its brand's and the portal-wide opt-outs, a brand its subscriptions' rows."""
-    definitions = {d.id: d for d in tx.list_definitions(request.portal_id)}
+    definitions = {d.id: d for d in tx.portals.list_definitions(request.portal_id)}
     subscription_ids: list[int] | None = None
     unit = request.business_unit_id
-    if unit is not None and tx.get_business_unit(request.portal_id, unit) is None:
+    if unit is not None and tx.portals.get_business_unit(request.portal_id, unit) is None:
         raise NotFound(f"business unit {unit} does not exist", field="businessUnitId")
     if request.subscription_id is not None:
         definition = definitions.get(request.subscription_id)
@@ -91,10 +91,10 @@ def encode(tx: Tx, export: ExportPlan) -> Iterator[bytes]:
     address order) as CSV with its header (written by the database where it can, PostgreSQL's COPY, else by
     the csv module's C writer) or JSON lines (camelCase keys, like the API)."""
     rows = _rows(export)
-    if export.request.format is ExportFormat.CSV and tx.writes_csv:
-        yield from tx.export_csv(rows, COMMPREFS_COLUMNS)
+    if export.request.format is ExportFormat.CSV and tx.transfer.writes_csv:
+        yield from tx.transfer.export_csv(rows, COMMPREFS_COLUMNS)
         return
-    chunks = tx.export_chunks(rows)
+    chunks = tx.transfer.export_chunks(rows)
     if export.request.format is ExportFormat.JSONL:
         for chunk in chunks:
             yield b"".join(orjson.dumps(dict(zip(_JSON_KEYS, row, strict=True))) + b"\n" for row in chunk)

@@ -1,7 +1,7 @@
 """Bulk import: a file is read as a stream and applied in batches, each batch one transaction.
 
 Memory stays flat whatever the file's size: a batch of rows is held at a time (two on PostgreSQL). Each batch loads
-its subscribers in one query, applies the consent rules (`consent.import_status`) in memory and
+its subscribers in one query, applies the consent rules (`consent/imports.py`) in memory and
 writes the changes set-based, with its rejected rows and the job's running counts, in the same
 transaction: an interrupted import leaves whole batches applied and counted, and running the file
 again finishes it (a re-run changes nothing that is already there).
@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from commprefs import consent
 from commprefs.clock import now_ms
 from commprefs.consent import Changes, ImportedStatus, ImportOutcome
+from commprefs.consent.imports import import_status, import_target
 from commprefs.domain.email import normalize_email
 from commprefs.domain.errors import DomainError
 from commprefs.domain.model import Actor
@@ -119,7 +119,7 @@ def create_job(store: Store, request: ImportRequest) -> str:
     job_id = "imp_" + secrets.token_hex(10)
     now = now_ms()
     with store.transaction() as tx:
-        tx.insert_import(
+        tx.transfer.insert_import(
             {
                 "portal_id": request.portal_id,
                 "id": job_id,
@@ -179,7 +179,7 @@ def run(
             _apply(store, job_id, request, batch, counts)
             if counts.applied >= analyzed_at and not request.dry_run:
                 with store.transaction() as tx:
-                    tx.refresh_statistics()
+                    tx.transfer.refresh_statistics()
                 analyzed_at *= 2
             for reject in batch.rejects:
                 if on_reject is not None:
@@ -232,7 +232,7 @@ def _options(request: ImportRequest, header: list[str] | None) -> str:
 
 def _update(store: Store, portal_id: int, job_id: str, **values: Any) -> None:
     with store.transaction() as tx:
-        tx.update_import(portal_id, job_id, **values)
+        tx.transfer.update_import(portal_id, job_id, **values)
 
 
 def _parser(store: Store, request: ImportRequest, fmt: Format, columns: Columns, now: int) -> Parser:
@@ -334,19 +334,19 @@ def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, cou
         batch_counts = Counts(**counts.as_dict())
         for line, values, records in batch.rows:
             try:
-                targets = [consent.import_target(changes, record) for record in records]
+                targets = [import_target(changes, record) for record in records]
             except DomainError as exc:
                 batch.rejects.append(Reject(line, records[0].address, exc.message, values, batch.header))
                 continue
             for record, target in zip(records, targets, strict=True):
-                batch_counts.add(consent.import_status(changes, record, target))
+                batch_counts.add(import_status(changes, record, target))
         batch.rejects.sort(key=lambda r: r.line)
         batch_counts.rows += len(batch.rows) + unparsed
         batch_counts.rejected += len(batch.rejects)
         if not request.dry_run:
             changes.flush()
         erased = _erased(changes, [r.email for r in batch.rejects if r.email])
-        tx.add_rejects(
+        tx.transfer.add_rejects(
             [
                 {
                     "portal_id": request.portal_id,
@@ -360,6 +360,6 @@ def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, cou
                 for r in batch.rejects
             ]
         )
-        tx.update_import(request.portal_id, job_id, counts=json.dumps(batch_counts.as_dict()), updated_at=now)
+        tx.transfer.update_import(request.portal_id, job_id, counts=json.dumps(batch_counts.as_dict()), updated_at=now)
     for name, value in batch_counts.as_dict().items():
         setattr(counts, name, value)

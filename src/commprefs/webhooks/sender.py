@@ -25,12 +25,13 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
-from commprefs import events, webhooks
 from commprefs.clock import iso, now_ms
 from commprefs.config import Settings
-from commprefs.events import event_type
+from commprefs.consent.history import recorded
 from commprefs.metrics import WEBHOOK_BACKLOG
 from commprefs.store import Store
+from commprefs.webhooks import endpoints as webhooks
+from commprefs.webhooks.payload import event_type, events_json
 
 log = logging.getLogger("commprefs.webhooks")
 # A run sends for at most SEND_BUDGET_S (plus one timeout), well inside its lease; a sender that
@@ -62,7 +63,7 @@ class Sender:
             try:
                 if time.monotonic() >= next_measure:
                     next_measure = time.monotonic() + BACKLOG_EVERY_S
-                    WEBHOOK_BACKLOG.set(await self.store.aread(lambda tx: tx.webhook_backlog(BACKLOG_CAP)))
+                    WEBHOOK_BACKLOG.set(await self.store.aread(lambda tx: tx.webhooks.webhook_backlog(BACKLOG_CAP)))
                 busy = await self.tick()
             except asyncio.CancelledError:
                 raise
@@ -83,9 +84,9 @@ class Sender:
         receiver never holds up another endpoint."""
         room = MAX_RUNS - len(self._runs)
         now = now_ms()
-        if room <= 0 or not await self.store.aread(lambda tx: tx.any_endpoint_due(now)):
+        if room <= 0 or not await self.store.aread(lambda tx: tx.webhooks.any_endpoint_due(now)):
             return False  # checked on a reader first, so that an idle sender never takes the write lock
-        claimed = await self.store.write(lambda tx: tx.claim_endpoints(self.owner, now, LEASE_MS, room))
+        claimed = await self.store.write(lambda tx: tx.webhooks.claim_endpoints(self.owner, now, LEASE_MS, room))
         for endpoint in claimed:
             run = asyncio.create_task(self.drain(endpoint))
             self._runs.add(run)
@@ -102,8 +103,8 @@ class Sender:
         portal_id = endpoint.portal_id
 
         def read(tx: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-            rows = tx.feed(portal_id, (endpoint.cursor_txid, endpoint.cursor_id), BATCH)
-            return rows, events.render(tx, portal_id, rows, with_person=False)
+            rows = tx.feed.feed(portal_id, (endpoint.cursor_txid, endpoint.cursor_id), BATCH)
+            return rows, events_json(recorded(tx, portal_id, rows), with_person=False)
 
         rows, bodies = await self.store.aread(read)
         wanted = set(endpoint.event_types.split(",")) - {""}
@@ -155,14 +156,14 @@ class Sender:
         failed: tuple[int | None, str | None] | None,
     ) -> None:
         now = now_ms()
-        current = tx.get_endpoint(endpoint.portal_id, endpoint.id)
+        current = tx.webhooks.get_endpoint(endpoint.portal_id, endpoint.id)
         if current is None:
             return  # deleted meanwhile
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
         if (current.cursor_txid, current.cursor_id) != (endpoint.cursor_txid, endpoint.cursor_id):
             # A replay moved the position while this run was sending: it wins.
-            tx.add_deliveries(attempts)
-            tx.update_endpoint(endpoint.portal_id, endpoint.id, **values)
+            tx.webhooks.add_deliveries(attempts)
+            tx.webhooks.update_endpoint(endpoint.portal_id, endpoint.id, **values)
             return
         values.update(cursor_txid=position[0], cursor_id=position[1])
         if failed is None:
@@ -179,8 +180,8 @@ class Sender:
                 values.update(enabled=False, disabled_reason="the receiver answered 410 Gone")
             elif now - failing_since > webhooks.GIVE_UP_AFTER_MS:
                 values.update(enabled=False, disabled_reason=f"failing since {iso(failing_since)}")
-        tx.add_deliveries(attempts)
-        tx.update_endpoint(endpoint.portal_id, endpoint.id, **values)
+        tx.webhooks.add_deliveries(attempts)
+        tx.webhooks.update_endpoint(endpoint.portal_id, endpoint.id, **values)
 
     async def send(
         self, url: str, signer: Webhook, message_id: str, payload: bytes

@@ -8,7 +8,7 @@ from dataclasses import replace
 from commprefs.domain.enums import Scope
 from commprefs.domain.errors import Conflict, NotFound, RuleViolation
 from commprefs.domain.model import BusinessUnit, Definition, Portal, TokenInfo
-from commprefs.store.repo import Tx
+from commprefs.store import Tx
 
 TOKEN_PREFIX = "cp_"
 
@@ -31,10 +31,10 @@ def _random_id(low: int, high: int) -> int:
 def create_portal(tx: Tx, name: str, *, gdpr_enabled: bool, now: int, with_defaults: bool = True) -> Portal:
     """A new portal with its default brand (id 0) and, like HubSpot, its three default definitions."""
     portal_id = _random_id(10_000_000, 99_999_999)
-    while tx.portal_exists(portal_id):
+    while tx.portals.portal_exists(portal_id):
         portal_id = _random_id(10_000_000, 99_999_999)
-    tx.insert_portal(portal_id, name, gdpr_enabled, secrets.token_urlsafe(32), secrets.token_urlsafe(32), now)
-    tx.insert_business_unit(portal_id, 0, name, now)
+    tx.portals.insert_portal(portal_id, name, gdpr_enabled, secrets.token_urlsafe(32), secrets.token_urlsafe(32), now)
+    tx.portals.insert_business_unit(portal_id, 0, name, now)
     if with_defaults:
         for order, (def_name, description, purpose, internal) in enumerate(HUBSPOT_DEFAULT_DEFINITIONS):
             # One millisecond apart, so that listings keep HubSpot's order.
@@ -48,7 +48,7 @@ def create_portal(tx: Tx, name: str, *, gdpr_enabled: bool, now: int, with_defau
                 is_default=True,
                 now=now + order,
             )
-    portal = tx.get_portal(portal_id)
+    portal = tx.portals.get_portal(portal_id)
     assert portal is not None
     return portal
 
@@ -77,8 +77,8 @@ def update_portal(
     if public_base_url is not None and not public_base_url.startswith(("http://", "https://")):
         raise RuleViolation("the public URL must start with http:// or https://", field="publicBaseUrl")
     if values:
-        tx.update_portal(portal_id, **values)
-    portal = tx.get_portal(portal_id)
+        tx.portals.update_portal(portal_id, **values)
+    portal = tx.portals.get_portal(portal_id)
     if portal is None:
         raise NotFound(f"portal {portal_id} does not exist")
     return portal
@@ -87,12 +87,12 @@ def update_portal(
 def rotate_signing_secret(tx: Tx, portal_id: int) -> Portal:
     """A new secret for the portal's contact links: every link issued before stops working."""
     require_portal(tx, portal_id)
-    tx.update_portal(portal_id, signing_secret=secrets.token_urlsafe(32))
+    tx.portals.update_portal(portal_id, signing_secret=secrets.token_urlsafe(32))
     return require_portal(tx, portal_id)
 
 
 def require_portal(tx: Tx, portal_id: int) -> Portal:
-    portal = tx.get_portal(portal_id)
+    portal = tx.portals.get_portal(portal_id)
     if portal is None:
         raise NotFound(f"portal {portal_id} does not exist")
     return portal
@@ -100,15 +100,15 @@ def require_portal(tx: Tx, portal_id: int) -> Portal:
 
 def create_business_unit(tx: Tx, portal_id: int, name: str, now: int) -> BusinessUnit:
     require_portal(tx, portal_id)
-    unit_id = tx.max_business_unit_id(portal_id) + 1
-    tx.insert_business_unit(portal_id, unit_id, name, now)
+    unit_id = tx.portals.max_business_unit_id(portal_id) + 1
+    tx.portals.insert_business_unit(portal_id, unit_id, name, now)
     return BusinessUnit(portal_id, unit_id, name)
 
 
 def rename_business_unit(tx: Tx, portal_id: int, unit_id: int, name: str) -> BusinessUnit:
-    if tx.get_business_unit(portal_id, unit_id) is None:
+    if tx.portals.get_business_unit(portal_id, unit_id) is None:
         raise NotFound(f"business unit {unit_id} does not exist", field="businessUnitId")
-    tx.rename_business_unit(portal_id, unit_id, name)
+    tx.portals.rename_business_unit(portal_id, unit_id, name)
     return BusinessUnit(portal_id, unit_id, name)
 
 
@@ -120,7 +120,7 @@ def create_token(tx: Tx, portal_id: int, scopes: Iterable[Scope], name: str, now
         raise RuleViolation("a token needs at least one scope", field="scope")
     token_id = secrets.token_hex(6)
     secret = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
-    tx.insert_token(token_id, portal_id, name, hash_token(secret), scope_set, now)
+    tx.tokens.insert_token(token_id, portal_id, name, hash_token(secret), scope_set, now)
     return TokenInfo(token_id, name, portal_id, scope_set), secret
 
 
@@ -140,11 +140,11 @@ def create_definition(
 ) -> Definition:
     """A new subscription definition with a fresh id (below 2^31, as HubSpot's documents allow)."""
     require_portal(tx, portal_id)
-    if tx.get_business_unit(portal_id, business_unit_id) is None:
+    if tx.portals.get_business_unit(portal_id, business_unit_id) is None:
         raise NotFound(f"business unit {business_unit_id} does not exist", field="businessUnitId")
     _check_name_free(tx, portal_id, business_unit_id, name)
     definition_id = _random_id(100_000_000, 2_147_483_647)
-    while tx.definition_id_taken(portal_id, definition_id):
+    while tx.portals.definition_id_taken(portal_id, definition_id):
         definition_id = _random_id(100_000_000, 2_147_483_647)
     definition = Definition(
         portal_id=portal_id,
@@ -160,10 +160,10 @@ def create_definition(
         created_at=now,
         updated_at=now,
     )
-    tx.insert_definition(definition)
+    tx.portals.insert_definition(definition)
     for language, t_name, t_description in translations:
-        tx.upsert_translation(portal_id, definition_id, language, t_name, t_description, now)
-    created = tx.get_definition(portal_id, definition_id)
+        tx.portals.upsert_translation(portal_id, definition_id, language, t_name, t_description, now)
+    created = tx.portals.get_definition(portal_id, definition_id)
     assert created is not None
     return created
 
@@ -182,7 +182,7 @@ def update_definition(
     is_internal: bool | None = None,
     translations: Iterable[tuple[str, str, str]] = (),
 ) -> Definition:
-    current = tx.get_definition(portal_id, definition_id)
+    current = tx.portals.get_definition(portal_id, definition_id)
     if current is None:
         raise NotFound(f"subscription {definition_id} does not exist", field="subscriptionId")
     if name is not None and name != current.name:
@@ -201,28 +201,28 @@ def update_definition(
     }
     translations = list(translations)
     if changes or translations:
-        tx.update_definition(portal_id, definition_id, updated_at=now, **changes)
+        tx.portals.update_definition(portal_id, definition_id, updated_at=now, **changes)
     for language, t_name, t_description in translations:
-        tx.upsert_translation(portal_id, definition_id, language, t_name, t_description, now)
-    updated = tx.get_definition(portal_id, definition_id)
+        tx.portals.upsert_translation(portal_id, definition_id, language, t_name, t_description, now)
+    updated = tx.portals.get_definition(portal_id, definition_id)
     assert updated is not None
     return updated
 
 
 def remove_translation(tx: Tx, portal_id: int, definition_id: int, language: str, now: int) -> Definition:
-    current = tx.get_definition(portal_id, definition_id)
+    current = tx.portals.get_definition(portal_id, definition_id)
     if current is None:
         raise NotFound(f"subscription {definition_id} does not exist", field="subscriptionId")
     if not any(t.language_code == language for t in current.translations):
         raise NotFound(f"subscription {definition_id} has no {language!r} translation", field="languageCode")
-    tx.delete_translation(portal_id, definition_id, language)
-    tx.update_definition(portal_id, definition_id, updated_at=now)
+    tx.portals.delete_translation(portal_id, definition_id, language)
+    tx.portals.update_definition(portal_id, definition_id, updated_at=now)
     return replace(current, translations=tuple(t for t in current.translations if t.language_code != language))
 
 
 def _check_name_free(tx: Tx, portal_id: int, business_unit_id: int, name: str) -> None:
     if not name.strip():
         raise RuleViolation("name must not be empty", field="name")
-    for existing in tx.list_definitions(portal_id, business_unit_id=business_unit_id):
+    for existing in tx.portals.list_definitions(portal_id, business_unit_id=business_unit_id):
         if existing.name.casefold() == name.casefold():
             raise Conflict(f"a subscription named {name!r} already exists (id {existing.id})", field="name")

@@ -3,15 +3,14 @@ use this one shape), its event type, and the feed's opaque cursor."""
 
 import base64
 import binascii
-from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from commprefs.clock import iso
+from commprefs.consent.history import Recorded
 from commprefs.domain.enums import Source, Status
 from commprefs.domain.errors import RuleViolation
 from commprefs.domain.model import Definition
-from commprefs.store.repo import Tx
 
 PERSON_SOURCES = {Source.PREFERENCE_PAGE.value, Source.ONE_CLICK.value}
 
@@ -74,14 +73,9 @@ def event_json(
     return body
 
 
-def render(tx: Tx, portal_id: int, rows: Sequence[Any], *, with_person: bool) -> list[dict[str, Any]]:
-    """`rows` of `portal_id` as JSON, named with the portal's definitions and tokens."""
-    if not rows:
-        return []
-    _, definitions = tx.portal_snapshot(portal_id)
-    by_id = {d.id: d for d in definitions}
-    tokens = tx.token_names(portal_id)
-    return [event_json(row, by_id, tokens, with_person=with_person) for row in rows]
+def events_json(recorded: Recorded, *, with_person: bool) -> list[dict[str, Any]]:
+    """Recorded events as JSON, named with the portal's definitions and tokens."""
+    return [event_json(row, recorded.definitions, recorded.tokens, with_person=with_person) for row in recorded.rows]
 
 
 def encode_cursor(position: tuple[int, int]) -> str:

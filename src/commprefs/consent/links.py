@@ -13,10 +13,10 @@ from typing import Any
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from commprefs import consent
+from commprefs.consent.unit import Changes
 from commprefs.domain.enums import Source
 from commprefs.domain.model import Actor, Portal
-from commprefs.store.repo import Tx
+from commprefs.store import Tx
 
 PAGES_PREFIX = "/preferences"
 
@@ -143,7 +143,7 @@ def issue(
     """A subscriber's links (links/generate and `commprefs links generate`), once the brand and the
     subscription are known to exist (NotFound otherwise)."""
     # Only reads: the unit of work's actor is never recorded.
-    checks = consent.Changes(tx, portal_id, Actor(Source.API), 0)
+    checks = Changes(tx, portal_id, Actor(Source.API), 0)
     checks.require_business_unit(business_unit_id)
     if subscription_id is not None:
         checks.definition(subscription_id)

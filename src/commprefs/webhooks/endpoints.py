@@ -1,7 +1,7 @@
 """Webhook endpoints: registering them, checking where they point, and the retry schedule.
 
 An endpoint's position in the change feed is its outbox: every event after it is sent, in feed
-order, until the receiver acknowledges it (see `delivery.py`). A new endpoint starts at the head
+order, until the receiver acknowledges it (see `sender.py`). A new endpoint starts at the head
 of the feed; a replay moves it back.
 """
 
@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from commprefs.clock import iso
 from commprefs.domain.errors import NotFound, RuleViolation
-from commprefs.events import EventType, encode_cursor
-from commprefs.store.repo import Tx
+from commprefs.store import Tx
+from commprefs.webhooks.payload import EventType
 
 SECRET_PREFIX = "whsec_"
 MAX_URL = 2000
@@ -106,12 +105,12 @@ def create_endpoint(
     allow_private: bool,
 ) -> tuple[Any, str]:
     """A new endpoint, sent every change committed from now on; returns it and its secret (shown once)."""
-    if tx.get_portal(portal_id) is None:
+    if tx.portals.get_portal(portal_id) is None:
         raise NotFound(f"portal {portal_id} does not exist")
     secret = new_secret()
     endpoint_id = "ep_" + secrets.token_hex(8)
-    txid, event_id = tx.feed_head(portal_id)
-    tx.insert_endpoint(
+    txid, event_id = tx.feed.feed_head(portal_id)
+    tx.webhooks.insert_endpoint(
         {
             "portal_id": portal_id,
             "id": endpoint_id,
@@ -132,7 +131,7 @@ def create_endpoint(
 
 
 def require_endpoint(tx: Tx, portal_id: int, endpoint_id: str) -> Any:
-    found = tx.get_endpoint(portal_id, endpoint_id)
+    found = tx.webhooks.get_endpoint(portal_id, endpoint_id)
     if found is None:
         raise NotFound(f"webhook endpoint {endpoint_id} does not exist", field="endpointId")
     return found
@@ -162,53 +161,20 @@ def update_endpoint(
         values.update(enabled=True, disabled_reason=None, failures=0, failing_since=None, next_attempt_at=0)
     elif enabled is False:
         values.update(enabled=False, disabled_reason="disabled by an operator")
-    tx.update_endpoint(portal_id, endpoint_id, **values)
+    tx.webhooks.update_endpoint(portal_id, endpoint_id, **values)
     return require_endpoint(tx, portal_id, endpoint_id)
 
 
 def delete_endpoint(tx: Tx, portal_id: int, endpoint_id: str) -> None:
-    if not tx.delete_endpoint(portal_id, endpoint_id):
+    if not tx.webhooks.delete_endpoint(portal_id, endpoint_id):
         raise NotFound(f"webhook endpoint {endpoint_id} does not exist", field="endpointId")
 
 
 def replay(tx: Tx, portal_id: int, endpoint_id: str, since: int, now: int) -> Any:
     """Send again every event that occurred at or after `since` (ms), in order, with the same ids."""
     require_endpoint(tx, portal_id, endpoint_id)
-    txid, event_id = tx.feed_position_before(portal_id, since)
-    tx.update_endpoint(
+    txid, event_id = tx.feed.feed_position_before(portal_id, since)
+    tx.webhooks.update_endpoint(
         portal_id, endpoint_id, cursor_txid=txid, cursor_id=event_id, next_attempt_at=0, failures=0, updated_at=now
     )
     return require_endpoint(tx, portal_id, endpoint_id)
-
-
-def endpoint_json(row: Any, secret: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": row.id,
-        "url": row.url,
-        "description": row.description,
-        "events": row.event_types.split(",") if row.event_types else [t.value for t in EventType],
-        "enabled": bool(row.enabled),
-        "disabledReason": row.disabled_reason,
-        "position": encode_cursor((row.cursor_txid, row.cursor_id)),
-        "failures": row.failures,
-        "failingSince": iso(row.failing_since) if row.failing_since else None,
-        "nextAttemptAt": iso(row.next_attempt_at) if row.failures else None,
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
-
-
-def delivery_json(row: Any) -> dict[str, Any]:
-    return {
-        "eventId": str(row.event_id),
-        "webhookId": f"evt_{row.event_id}",
-        "attempt": row.attempt,
-        "statusCode": row.status_code,
-        "error": row.error,
-        "latencyMs": row.latency_ms,
-        "attemptedAt": iso(row.attempted_at),
-        "nextAttemptAt": iso(row.next_attempt_at) if row.next_attempt_at else None,
-    }
