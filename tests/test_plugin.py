@@ -1,4 +1,4 @@
-"""The pytest plugin (commprefs.testing): the README's example run the way a user runs it, and the
+"""The pytest plugin (commprefs.testing): the example of docs/testing-plugin.md run the way a user runs it, and the
 `commprefs_server` fixture's API, used directly (our own runs load the plugin through its entry point)."""
 
 import re
@@ -10,8 +10,8 @@ from commprefs.store import Store
 from commprefs.testing import CommprefsApiError, CommprefsServer
 from tests.conftest import postgres_database
 
-README = Path(__file__).parents[1] / "README.md"
-HEADING = "## Use commprefs as HubSpot in your tests"
+PLUGIN_DOC = Path(__file__).parents[1] / "docs" / "testing-plugin.md"
+HEADING = "# Use commprefs as HubSpot in your tests"
 DEFAULT_NAMES = {"Marketing Information", "Customer Service Communication", "One to One"}
 V3 = "/communication-preferences/v3"
 V4 = "/communication-preferences/v4"
@@ -19,15 +19,17 @@ V4 = "/communication-preferences/v4"
 NO_CACHE = ("-p", "no:cacheprovider")
 
 
-def readme_example() -> str:
-    section = README.read_text().split(f"\n{HEADING}\n", 1)[1].split("\n## ", 1)[0]
+def documented_example() -> str:
+    page = PLUGIN_DOC.read_text()
+    assert page.startswith(f"{HEADING}\n"), f"{PLUGIN_DOC.name} does not start with {HEADING!r}"
+    section = page.split("\n## ", 1)[0]
     block = re.search(r"```python\n(.*?)```", section, re.S)
     assert block, f"no python block under {HEADING!r}"
     return block.group(1)
 
 
-def test_readme_example_passes_in_a_project_without_conftest(pytester: pytest.Pytester) -> None:
-    example = readme_example()
+def test_documented_example_passes_in_a_project_without_conftest(pytester: pytest.Pytester) -> None:
+    example = documented_example()
     tests = len(re.findall(r"^def test_", example, re.M))
     assert tests >= 1
     pytester.makepyfile(test_example=example)
