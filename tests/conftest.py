@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -79,6 +80,27 @@ class Server:
 
 
 @contextmanager
+def serve_app(app: Any, start_timeout: float = 15.0) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free port until the block ends; yields its base URL. Fails
+    when it has not started within `start_timeout` seconds."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"test server did not start within {start_timeout} s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
 def run_server(url: str, kind: str, cache_seconds: float = 2.0, **settings_: object) -> Iterator[Server]:
     """A server on `url`; cross-process tests (the CLI changing the database) pass cache_seconds=0.
     `settings_` overrides settings (e.g. smtp_host)."""
@@ -87,23 +109,10 @@ def run_server(url: str, kind: str, cache_seconds: float = 2.0, **settings_: obj
     options: dict[str, object] = {"token_cache_seconds": 0.0, "demo": False, "link_max_age_days": LINK_MAX_AGE_DAYS}
     options.update(settings_)
     settings = Settings(database_url=url, **options)  # type: ignore[arg-type]
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
     try:
-        yield Server(kind, f"http://127.0.0.1:{port}", store)
+        with serve_app(create_app(settings, store)) as base_url:
+            yield Server(kind, base_url, store)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

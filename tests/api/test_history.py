@@ -11,8 +11,9 @@ from commprefs import consent
 from commprefs.clock import now_ms
 from commprefs.domain.enums import Scope, Source, Status
 from commprefs.domain.model import Actor
+from tests.client import set_status
 from tests.conftest import PortalFixture, make_portal
-from tests.pages.kit import links_for, set_status
+from tests.pages.kit import links_for
 
 HISTORY = "/commprefs/v1/subscribers/{}/history"
 

@@ -102,21 +102,10 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
     async def boom(address: str) -> None:
         raise RuntimeError(f"a bug, with {address} in its message")  # runtime data, as a real bug would carry
 
-    import threading
-    import time
+    from tests.conftest import serve_app
 
-    import uvicorn
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
     try:
-        with caplog.at_level(logging.ERROR), httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with serve_app(app) as base_url, caplog.at_level(logging.ERROR), httpx.Client(base_url=base_url) as client:
             first = client.get("/boom/secret.person@example.com")
             second = client.get("/healthz")
         assert first.status_code == 500
@@ -128,8 +117,6 @@ def test_an_unexpected_error_is_a_hubspot_500_on_a_connection_that_stays_open(
         assert getattr(errors[0], "error", None) == "RuntimeError"
         assert "secret.person" not in caplog.text + str(errors[0].__dict__)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

@@ -7,16 +7,10 @@ import httpx
 import pytest
 
 from commprefs.domain.enums import Scope
+from tests.client import EMAIL, V4, post_status
 from tests.conftest import PortalFixture
 
-V4 = "/communication-preferences/v4"
 V3 = "/communication-preferences/v3"
-EMAIL = {"channel": "EMAIL"}
-
-
-def set_status(api: httpx.Client, email: str, subscription_id: int, state: str, **extra: Any) -> httpx.Response:
-    body = {"statusState": state, "subscriptionId": subscription_id, "channel": "EMAIL", **extra}
-    return api.post(f"{V4}/statuses/{email}", json=body)
 
 
 def result(response: httpx.Response) -> dict[str, Any]:
@@ -98,17 +92,17 @@ def test_channel_is_required_and_checked(api: httpx.Client, params: dict[str, st
 
 
 def test_set_status_reasons(api: httpx.Client, portal: PortalFixture) -> None:
-    first = result(set_status(api, "Reasons@Example.com", portal.marketing, "SUBSCRIBED"))
+    first = result(post_status(api, "Reasons@Example.com", portal.marketing, "SUBSCRIBED"))
     assert first["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
     assert first["status"] == "SUBSCRIBED" and first["source"] == "Public status API"
     assert first["subscriberIdString"] == "Reasons@Example.com"
-    same = result(set_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
+    same = result(post_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
     assert same["setStatusSuccessReason"] == "NO_STATUS_CHANGE"
-    out = result(set_status(api, "reasons@example.com", portal.marketing, "UNSUBSCRIBED"))
+    out = result(post_status(api, "reasons@example.com", portal.marketing, "UNSUBSCRIBED"))
     assert out["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED" and out["status"] == "UNSUBSCRIBED"
-    back = result(set_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
+    back = result(post_status(api, "reasons@example.com", portal.marketing, "SUBSCRIBED"))
     assert back["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED" and back["status"] == "SUBSCRIBED"
-    reset = result(set_status(api, "reasons@example.com", portal.marketing, "NOT_SPECIFIED"))
+    reset = result(post_status(api, "reasons@example.com", portal.marketing, "NOT_SPECIFIED"))
     assert reset["status"] == "NOT_SPECIFIED" and reset["setStatusSuccessReason"] == "REQUESTED_CHANGE_OCCURRED"
     transitions = [(e["old_status"], e["new_status"]) for e in portal.events("reasons@example.com")]
     assert transitions == [
@@ -120,7 +114,7 @@ def test_set_status_reasons(api: httpx.Client, portal: PortalFixture) -> None:
 
 
 def test_v4_and_v3_see_one_state(api: httpx.Client, portal: PortalFixture) -> None:
-    set_status(api, "both@example.com", portal.marketing, "UNSUBSCRIBED")
+    post_status(api, "both@example.com", portal.marketing, "UNSUBSCRIBED")
     assert v3_statuses(api, "both@example.com")["Marketing Information"]["status"] == "NOT_SUBSCRIBED"
     api.post(
         f"{V3}/subscribe",
@@ -131,7 +125,7 @@ def test_v4_and_v3_see_one_state(api: httpx.Client, portal: PortalFixture) -> No
 
 
 def test_unknown_subscription_and_bad_bodies(api: httpx.Client, portal: PortalFixture) -> None:
-    missing = set_status(api, "x@example.com", 12345, "SUBSCRIBED")
+    missing = post_status(api, "x@example.com", 12345, "SUBSCRIBED")
     assert missing.status_code == 404 and missing.json()["category"] == "OBJECT_NOT_FOUND"
     for body in (
         {"statusState": "MAYBE", "subscriptionId": portal.marketing, "channel": "EMAIL"},
@@ -140,17 +134,17 @@ def test_unknown_subscription_and_bad_bodies(api: httpx.Client, portal: PortalFi
     ):
         response = api.post(f"{V4}/statuses/x@example.com", json=body)
         assert response.status_code == 400, body
-    assert set_status(api, "not-an-email", portal.marketing, "SUBSCRIBED").status_code == 400
+    assert post_status(api, "not-an-email", portal.marketing, "SUBSCRIBED").status_code == 400
     assert portal.events() == []
 
 
 def test_gdpr_subscribe_needs_legal_basis_in_v4_too(portal: PortalFixture) -> None:
     portal.update(gdpr_enabled=True)
     api = portal.client()
-    refused = set_status(api, "eu@example.com", portal.marketing, "SUBSCRIBED")
+    refused = post_status(api, "eu@example.com", portal.marketing, "SUBSCRIBED")
     assert refused.status_code == 400 and refused.json()["errors"][0]["in"] == "legalBasis"
-    assert set_status(api, "eu@example.com", portal.marketing, "UNSUBSCRIBED").status_code == 200
-    ok = set_status(
+    assert post_status(api, "eu@example.com", portal.marketing, "UNSUBSCRIBED").status_code == 200
+    ok = post_status(
         api,
         "eu@example.com",
         portal.marketing,
@@ -165,7 +159,7 @@ def test_gdpr_subscribe_needs_legal_basis_in_v4_too(portal: PortalFixture) -> No
 
 
 def test_portal_wide_unsubscribe_all(api: httpx.Client, portal: PortalFixture) -> None:
-    set_status(api, "all@example.com", portal.marketing, "SUBSCRIBED")
+    post_status(api, "all@example.com", portal.marketing, "SUBSCRIBED")
     assert api.get(f"{V4}/statuses/all@example.com/unsubscribe-all", params=EMAIL).json()["results"] == []
     quiet = unsubscribe_all(api, "all@example.com")
     assert quiet.status_code == 200 and quiet.json()["results"] == []
@@ -207,17 +201,17 @@ def test_brand_wide_unsubscribe_all(api: httpx.Client, portal: PortalFixture) ->
         f"{V4}/statuses/brand@example.com/unsubscribe-all", params={**EMAIL, "businessUnitId": brand}
     ).json()["results"]
     assert wide["wideStatusType"] == "BUSINESS_UNIT_WIDE" and wide["businessUnitId"] == brand
-    assert result(set_status(api, "brand@example.com", portal.marketing, "SUBSCRIBED"))["status"] == "SUBSCRIBED"
+    assert result(post_status(api, "brand@example.com", portal.marketing, "SUBSCRIBED"))["status"] == "SUBSCRIBED"
     assert v4_statuses(api, "brand@example.com", businessUnitId=brand)["Trail news"]["status"] == "UNSUBSCRIBED"
     assert unsubscribe_all(api, "brand@example.com", businessUnitId=999).status_code == 404
 
 
 def test_resubscribe_lifts_the_opt_out_and_subscribes_nothing_else(api: httpx.Client, portal: PortalFixture) -> None:
     one_to_one = portal.definitions["One to One"]
-    set_status(api, "re@example.com", portal.marketing, "SUBSCRIBED")
-    set_status(api, "re@example.com", one_to_one, "SUBSCRIBED")
+    post_status(api, "re@example.com", portal.marketing, "SUBSCRIBED")
+    post_status(api, "re@example.com", one_to_one, "SUBSCRIBED")
     unsubscribe_all(api, "re@example.com")
-    back = result(set_status(api, "re@example.com", portal.marketing, "SUBSCRIBED"))
+    back = result(post_status(api, "re@example.com", portal.marketing, "SUBSCRIBED"))
     assert back["setStatusSuccessReason"] == "RESUBSCRIBE_OCCURRED" and back["status"] == "SUBSCRIBED"
     after = v4_statuses(api, "re@example.com")
     assert after["Marketing Information"]["status"] == "SUBSCRIBED"
@@ -235,10 +229,10 @@ def test_resubscribe_lifts_the_opt_out_and_subscribes_nothing_else(api: httpx.Cl
 
 def test_brand_resubscribe_leaves_the_portal_wide_scope_alone(api: httpx.Client, portal: PortalFixture) -> None:
     brand, brand_news = make_brand(api, "Outdoor", "Trail news")
-    set_status(api, "br@example.com", portal.marketing, "SUBSCRIBED")
+    post_status(api, "br@example.com", portal.marketing, "SUBSCRIBED")
     unsubscribe_all(api, "br@example.com", businessUnitId=brand)
     assert (
-        result(set_status(api, "br@example.com", brand_news, "SUBSCRIBED"))["setStatusSuccessReason"]
+        result(post_status(api, "br@example.com", brand_news, "SUBSCRIBED"))["setStatusSuccessReason"]
         == "RESUBSCRIBE_OCCURRED"
     )
     assert v4_statuses(api, "br@example.com")["Marketing Information"]["status"] == "SUBSCRIBED"
@@ -469,7 +463,7 @@ def test_batch_endpoints_need_batch_scopes(portal: PortalFixture) -> None:
 def test_v4_scopes_and_auth(portal: PortalFixture) -> None:
     reader = portal.client(portal.token_with(Scope.READ))
     assert reader.get(f"{V4}/statuses/s@example.com", params=EMAIL).status_code == 200
-    assert set_status(reader, "s@example.com", portal.marketing, "SUBSCRIBED").status_code == 403
+    assert post_status(reader, "s@example.com", portal.marketing, "SUBSCRIBED").status_code == 403
     assert unsubscribe_all(reader, "s@example.com").status_code == 403
     anonymous = httpx.Client(base_url=portal.server.base_url)
     assert anonymous.get(f"{V4}/definitions").status_code == 401
@@ -504,7 +498,7 @@ def test_idempotency_keys_are_per_portal(server: Any, portal: PortalFixture) -> 
 
     other = make_portal(server)
     headers = {"Idempotency-Key": "shared-key"}
-    mine = set_status(portal.client(), "p@example.com", portal.marketing, "UNSUBSCRIBED")
+    mine = post_status(portal.client(), "p@example.com", portal.marketing, "UNSUBSCRIBED")
     assert mine.status_code == 200
     theirs = other.client().post(
         f"{V4}/statuses/p@example.com",

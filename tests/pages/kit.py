@@ -67,13 +67,6 @@ def v3_statuses(api: httpx.Client, email: str) -> dict[int, tuple[str, str]]:
     return {int(s["id"]): (s["status"], s["sourceOfStatus"]) for s in response.json()["subscriptionStatuses"]}
 
 
-def set_status(api: httpx.Client, email: str, subscription_id: int, state: str) -> None:
-    """A v4 write through the API, as the sender's systems would make it."""
-    body = {"statusState": state, "subscriptionId": subscription_id, "channel": "EMAIL"}
-    response = api.post(f"/communication-preferences/v4/statuses/{email}", json=body)
-    assert response.status_code == 200, response.text
-
-
 def snapshot(api: httpx.Client, portal: PortalFixture, email: str) -> tuple[dict[int, str], int]:
     """Everything a page could change: the statuses and the number of consent events."""
     return statuses(api, email), len(portal.events(email))

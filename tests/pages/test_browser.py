@@ -19,8 +19,9 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, R
 
 from commprefs.clock import now_ms
 from commprefs.tenancy import setup as tenancy
+from tests.client import set_status
 from tests.conftest import LINK_MAX_AGE_DAYS, PortalFixture
-from tests.pages.kit import links_for, old_link, set_status, statuses, v3_statuses
+from tests.pages.kit import links_for, old_link, statuses, v3_statuses
 
 CHROMIUM = Path(os.environ.get("COMMPREFS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]

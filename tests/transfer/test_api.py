@@ -14,12 +14,11 @@ import httpx
 import pytest
 
 from commprefs.domain.enums import Scope
+from tests.client import EMAIL, V4, set_status, unsubscribe_all
 from tests.conftest import PortalFixture, Server, database_url, make_portal, run_server
 
 IMPORTS = "/commprefs/v1/imports"
 EXPORT = "/commprefs/v1/exports/statuses"
-V4 = "/communication-preferences/v4"
-EMAIL = {"channel": "EMAIL"}
 SAMPLES = Path(__file__).resolve().parents[2] / "examples" / "imports"
 EXPORT_COLUMNS = [
     "email",
@@ -93,20 +92,6 @@ def v4_statuses(api: httpx.Client, email: str) -> dict[str, dict[str, Any]]:
     response = api.get(f"{V4}/statuses/{email}", params=EMAIL)
     assert response.status_code == 200, response.text
     return {s["subscriptionName"]: s for s in response.json()["results"]}
-
-
-def set_status(api: httpx.Client, email: str, subscription_id: int, state: str, **extra: Any) -> dict[str, Any]:
-    body = {"statusState": state, "subscriptionId": subscription_id, "channel": "EMAIL", **extra}
-    response = api.post(f"{V4}/statuses/{email}", json=body)
-    assert response.status_code == 200, response.text
-    (only,) = response.json()["results"]
-    return only  # type: ignore[no-any-return]
-
-
-def unsubscribe_all(api: httpx.Client, email: str, **params: Any) -> httpx.Response:
-    response = api.post(f"{V4}/statuses/{email}/unsubscribe-all", params={**EMAIL, **params})
-    assert response.status_code == 200, response.text
-    return response
 
 
 def wide_statuses(api: httpx.Client, email: str, **params: Any) -> list[dict[str, Any]]:

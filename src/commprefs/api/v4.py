@@ -251,7 +251,10 @@ async def batch_read(
     results = _per_address(
         accepted,
         found,
-        lambda raw, statuses: {"subscriberIdString": raw, "statuses": [public_status_json(s, raw, channel) for s in statuses]},
+        lambda raw, statuses: {
+            "subscriberIdString": raw,
+            "statuses": [public_status_json(s, raw, channel) for s in statuses],
+        },
     )
     return _batch_json(results, errors, started)
 
@@ -270,7 +273,10 @@ async def batch_read_unsubscribe_all(
     results = _per_address(
         accepted,
         found,
-        lambda raw, rows: {"subscriberIdString": raw, "wideStatuses": [wide_status_json(w, raw, channel) for w in rows]},
+        lambda raw, rows: {
+            "subscriberIdString": raw,
+            "wideStatuses": [wide_status_json(w, raw, channel) for w in rows],
+        },
     )
     return _batch_json(results, errors, started)
 
