@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from commprefs import __version__, metrics
-from commprefs.api import admin, history, openapi, transfer, v3, v4, webhook_admin
+from commprefs.api import admin, history, openapi, records, transfer, v3, v4, webhook_admin
 from commprefs.api.auth import TokenCache
 from commprefs.api.errors import error_response, install_error_handlers
 from commprefs.api.idempotency import purge_expired_keys
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app,
         max_body_bytes=settings.max_body_bytes,
         log_pii=settings.log_pii,
-        large_bodies={transfer.IMPORTS_PATH: settings.import_max_bytes},
+        large_bodies={records.IMPORTS_PATH: settings.import_max_bytes},
     )
 
     base = "/communication-preferences"

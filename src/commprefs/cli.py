@@ -17,8 +17,7 @@ import click
 import uvicorn
 
 from commprefs import __version__
-from commprefs.api.transfer import erasure_json, subject_json
-from commprefs.api.webhook_admin import delivery_json, endpoint_json
+from commprefs.api.records import delivery_json, endpoint_json, erasure_json, subject_json
 from commprefs.clock import iso
 from commprefs.config import get_settings
 from commprefs.consent import links

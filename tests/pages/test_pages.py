@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.client import set_status
 from tests.conftest import LINK_MAX_AGE_DAYS, PortalFixture
 from tests.pages.kit import (
     create_definition,
@@ -13,7 +14,6 @@ from tests.pages.kit import (
     h1,
     links_for,
     old_link,
-    set_status,
     snapshot,
     statuses,
     submit,

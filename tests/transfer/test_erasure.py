@@ -14,19 +14,17 @@ import pytest
 from sqlalchemy import text
 
 from commprefs.domain.enums import Scope
+from tests.client import V4, set_status, unsubscribe_all
 from tests.conftest import PortalFixture, make_portal
 from tests.pages.kit import links_for, submit
 from tests.procs import run_cli
 from tests.transfer.test_api import (
     EXPORT,
     SAMPLES,
-    V4,
     assert_hubspot_error,
     counts,
     history,
     run_import,
-    set_status,
-    unsubscribe_all,
     v4_statuses,
     wide_statuses,
 )

@@ -14,47 +14,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator
 from starlette.responses import Response, StreamingResponse
 
 from commprefs.api.auth import AdminCaller, ConsentDep, TransferDep, api_actor, require_scope
 from commprefs.api.errors import ApiError, field_error
+from commprefs.api.records import IMPORTS_PATH, erasure_json, job_json, subject_json
 from commprefs.api.responses import JSON
 from commprefs.api.wire import INT64_MAX, ObjectId, no_nul
-from commprefs.clock import iso, now_ms
-from commprefs.consent import Erasure, SubjectRecord
 from commprefs.domain.email import normalize_email
 from commprefs.domain.enums import Scope, Source
 from commprefs.domain.model import TokenInfo
-from commprefs.transfer import Job
 from commprefs.transfer.exporter import MEDIA_TYPES, ExportFormat, ExportRequest
 from commprefs.transfer.formats import Format, HeaderError
 from commprefs.transfer.importer import ImportRequest
-from commprefs.webhooks.payload import events_json
-
-IMPORTS_PATH = "/commprefs/v1/imports"
 
 router = APIRouter(prefix="/commprefs/v1", tags=["data"])
 ExportCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ, Scope.ADMIN))]
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    row = job.row
-    return {
-        "id": row.id,
-        "state": job.state,
-        "format": row.format,
-        "fileName": row.file_name,
-        "dryRun": bool(row.dry_run),
-        "counts": json.loads(row.counts),
-        "error": job.error,
-        "createdAt": iso(row.created_at),
-        "startedAt": iso(row.started_at) if row.started_at else None,
-        "completedAt": iso(row.completed_at) if row.completed_at else None,
-        "links": {"self": f"{IMPORTS_PATH}/{row.id}", "rejects": f"{IMPORTS_PATH}/{row.id}/rejects"},
-    }
 
 
 @router.post("/imports", summary="Import a CSV file (commprefs, HubSpot, Mailchimp) in the background", status_code=202)
@@ -206,66 +183,3 @@ async def subject_erasure(emailAddress: str, request: Request, caller: AdminCall
     address = normalize_email(emailAddress)
     erasure = await service.erase(caller.portal_id, address, api_actor(request, caller, Source.ERASURE))
     return JSON(erasure_json(erasure))
-
-
-def subject_json(record: SubjectRecord) -> dict[str, Any]:
-    """Statuses as the APIs show them, every stored row (archived subscriptions included), the
-    opt-outs from all, the full history with IPs and user agents, and rejected import lines."""
-    by_id = record.definitions
-    return {
-        "portalId": record.portal_id,
-        "emailAddress": record.address,
-        "exportedAt": iso(now_ms()),
-        "erasedAt": iso(record.erased_at) if record.erased_at is not None else None,
-        "statuses": [
-            {
-                "subscriptionId": e.definition.id,
-                "subscriptionName": e.definition.name,
-                "businessUnitId": e.definition.business_unit_id,
-                "status": e.status.value,
-                "source": e.source,
-                "legalBasis": e.legal_basis,
-                "legalBasisExplanation": e.legal_basis_explanation,
-                "timestamp": iso(e.timestamp),
-                "optedOutOfAll": e.wide.value if e.wide else None,
-            }
-            for e in record.current
-        ],
-        "storedStatuses": [
-            {
-                "subscriptionId": s.subscription_id,
-                "subscriptionName": by_id[s.subscription_id].name if s.subscription_id in by_id else None,
-                "status": s.status.value,
-                "legalBasis": s.legal_basis,
-                "legalBasisExplanation": s.legal_basis_explanation,
-                "source": s.source,
-                "timestamp": iso(s.updated_at),
-            }
-            for s in record.stored
-        ],
-        "wideStatuses": [
-            {
-                "wideStatusType": w.scope.value,
-                "businessUnitId": w.business_unit_id,
-                "status": w.status.value,
-                "source": w.source,
-                "timestamp": iso(w.updated_at),
-            }
-            for w in record.wide
-        ],
-        "history": events_json(record.history, with_person=True),
-        "importRejects": [
-            {"importId": r.import_id, "line": r.line, "reason": r.reason, "values": orjson.loads(r.raw)}
-            for r in record.rejects
-        ],
-    }
-
-
-def erasure_json(erasure: Erasure) -> dict[str, Any]:
-    return {
-        "erased": True,
-        "alreadyErased": erasure.already_erased,
-        "tombstone": erasure.key,
-        "erasedAt": iso(erasure.erased_at),
-        "deleted": erasure.deleted,
-    }

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.responses import Response
 
 from commprefs.api.auth import AdminCaller, WebhooksDep
+from commprefs.api.records import delivery_json, endpoint_json
 from commprefs.api.responses import JSON
 from commprefs.api.wire import ObjectId, Text
-from commprefs.clock import iso
-from commprefs.webhooks.payload import EventType, encode_cursor
+from commprefs.webhooks.payload import EventType
 
 router = APIRouter(prefix="/commprefs/v1/webhooks", tags=["webhooks"])
 
@@ -40,39 +40,6 @@ class Replay(_Body):
 
 def _allow_private(request: Request) -> bool:
     return bool(request.app.state.settings.webhook_allow_private_networks)
-
-
-def endpoint_json(row: Any, secret: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": row.id,
-        "url": row.url,
-        "description": row.description,
-        "events": row.event_types.split(",") if row.event_types else [t.value for t in EventType],
-        "enabled": bool(row.enabled),
-        "disabledReason": row.disabled_reason,
-        "position": encode_cursor((row.cursor_txid, row.cursor_id)),
-        "failures": row.failures,
-        "failingSince": iso(row.failing_since) if row.failing_since else None,
-        "nextAttemptAt": iso(row.next_attempt_at) if row.failures else None,
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
-
-
-def delivery_json(row: Any) -> dict[str, Any]:
-    return {
-        "eventId": str(row.event_id),
-        "webhookId": f"evt_{row.event_id}",
-        "attempt": row.attempt,
-        "statusCode": row.status_code,
-        "error": row.error,
-        "latencyMs": row.latency_ms,
-        "attemptedAt": iso(row.attempted_at),
-        "nextAttemptAt": iso(row.next_attempt_at) if row.next_attempt_at else None,
-    }
 
 
 @router.post("", summary="Register an endpoint (its secret is shown once)", status_code=201)
