@@ -1,8 +1,8 @@
 """HubSpot's v4 Communication Preferences API (and the dated versions that carry it): definitions,
 per-channel statuses, opt-outs from all, and batches of up to 1,000 inputs."""
 
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -37,6 +37,7 @@ from commprefs.domain.errors import DomainError, InvalidEmail
 from commprefs.domain.model import TokenInfo
 
 MAX_BATCH = 1000
+T = TypeVar("T")
 
 BatchReadCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ))]
 BatchWriteCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_WRITE))]
@@ -237,6 +238,18 @@ def _per_address(
     return [item(raw, each) for (_, raw, _), each in zip(accepted, found, strict=True)]
 
 
+async def _read_batch(
+    inputs: list[str],
+    read: Callable[[list[str]], Awaitable[Sequence[T]]],
+    item: Callable[[str, T], dict[str, Any]],
+) -> JSON:
+    """A batch read: its addresses checked, `read` of the valid ones, `item` of each, the invalid ones' errors."""
+    started = now_ms()
+    accepted, errors = _accepted(inputs)
+    found = await read([address for _, _, address in accepted])
+    return _batch_json(_per_address(accepted, found, item), errors, started)
+
+
 async def batch_read(
     body: BatchInputString,
     channel: ChannelQuery,
@@ -245,18 +258,14 @@ async def batch_read(
     businessUnitId: BusinessUnitQuery = None,
 ) -> Any:
     """Statuses of up to 1,000 addresses; an address given twice is answered once."""
-    started = now_ms()
-    accepted, errors = _accepted(body.inputs)
-    found = await service.statuses_of(caller.portal_id, [a for _, _, a in accepted], channel, businessUnitId)
-    results = _per_address(
-        accepted,
-        found,
+    return await _read_batch(
+        body.inputs,
+        lambda addresses: service.statuses_of(caller.portal_id, addresses, channel, businessUnitId),
         lambda raw, statuses: {
             "subscriberIdString": raw,
             "statuses": [public_status_json(s, raw, channel) for s in statuses],
         },
     )
-    return _batch_json(results, errors, started)
 
 
 async def batch_read_unsubscribe_all(
@@ -267,18 +276,14 @@ async def batch_read_unsubscribe_all(
     businessUnitId: BusinessUnitQuery = None,
 ) -> Any:
     """Opt-out-from-all records of up to 1,000 addresses."""
-    started = now_ms()
-    accepted, errors = _accepted(body.inputs)
-    found = await service.opt_outs_of(caller.portal_id, [a for _, _, a in accepted], channel, businessUnitId)
-    results = _per_address(
-        accepted,
-        found,
+    return await _read_batch(
+        body.inputs,
+        lambda addresses: service.opt_outs_of(caller.portal_id, addresses, channel, businessUnitId),
         lambda raw, rows: {
             "subscriberIdString": raw,
             "wideStatuses": [wide_status_json(w, raw, channel) for w in rows],
         },
     )
-    return _batch_json(results, errors, started)
 
 
 async def batch_unsubscribe_all(
