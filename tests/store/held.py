@@ -36,7 +36,7 @@ class CountingTx(Tx):
 
     @cached_property
     def statuses(self) -> StatusRepository:
-        return CountingStatuses(self)
+        return CountingStatuses(self.conn, self.portals)
 
     @classmethod
     def reset(cls) -> None:

@@ -3,10 +3,10 @@
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
 
 from commprefs.domain.model import BusinessUnit, Definition, Portal, Translation
-from commprefs.store.cache import Snapshot
+from commprefs.store.cache import PortalCache, Snapshot
 from commprefs.store.schema import business_unit, definition_translation, portal, subscription_definition
 from commprefs.store.sql import Repository
 
@@ -19,7 +19,13 @@ _SELECT_DEFINITIONS = (
 
 
 class PortalRepository(Repository):
-    """Portals, brands and definitions; a change drops the portal's cached snapshot."""
+    """Portals, brands and definitions; a change drops the portal's cached snapshot (from `cache`, now and,
+    through `changed`, the Tx's set of changed portals, again after commit)."""
+
+    def __init__(self, conn: Connection, cache: PortalCache | None, changed: set[int]) -> None:
+        super().__init__(conn)
+        self.cache = cache
+        self.changed = changed
 
     def insert_portal(
         self, id: int, name: str, gdpr_enabled: bool, signing_secret: str, erasure_salt: str, now: int
@@ -39,13 +45,13 @@ class PortalRepository(Repository):
 
     def _changed(self, portal_id: int) -> None:
         """Portal settings, brands or definitions changed: drop the cached snapshot (again after commit)."""
-        self.tx.changed_portals.add(portal_id)
-        if self.tx.cache is not None:
-            self.tx.cache.invalidate({portal_id})
+        self.changed.add(portal_id)
+        if self.cache is not None:
+            self.cache.invalidate({portal_id})
 
     def portal_snapshot(self, portal_id: int) -> Snapshot:
         """The portal and its definitions (without translations), from the cache when fresh."""
-        cache = self.tx.cache if portal_id not in self.tx.changed_portals else None
+        cache = self.cache if portal_id not in self.changed else None
         if cache is None:
             return self.get_portal(portal_id), tuple(self.list_definitions(portal_id))
         cached = cache.get(portal_id)

@@ -6,15 +6,12 @@ driver's cursor, compiled once: SQLAlchemy's per-execution work cost more than t
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import literal_column
+from sqlalchemy import Connection, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 
 from commprefs.store.schema import consent_event
-
-if TYPE_CHECKING:
-    from commprefs.store.tx import Tx
 
 # PostgreSQL: writes of at least this many rows go through COPY (imports, batches).
 COPY_ROWS = 64
@@ -23,15 +20,16 @@ STREAM_ROWS = 2000
 
 
 class Repository:
-    """The SQL of one area, on the connection of the unit of work (`Tx`) that holds it."""
+    """The SQL of one area, on the connection of the unit of work (`Tx`) that holds it. A repository holds no
+    reference back to its Tx: a cycle would leave every finished Tx to the cyclic garbage collector, whose
+    runs showed as a v4 write's p99 three times its p50."""
 
     _compiled: ClassVar[dict[tuple[Any, str, tuple[str, ...]], Any]] = {}
     _upserts: ClassVar[dict[tuple[str, str], Any]] = {}
 
-    def __init__(self, tx: "Tx") -> None:
-        self.tx = tx
-        self.conn = tx.conn
-        self._dialect = tx.dialect
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._dialect: str = conn.dialect.name
         self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
 
     def _final(self) -> Any:

@@ -10,11 +10,12 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 
 from commprefs.domain.enums import LEGAL_BASIS_OF, STATUS_OF, WIDE_SCOPE_OF
 from commprefs.domain.model import ConsentEvent, StoredStatus, Subscriber, WideStatus
 from commprefs.domain.tombstone import tombstone_key
+from commprefs.store.portals import PortalRepository
 from commprefs.store.schema import consent_event, idempotency_key, import_reject, subscription_status, wide_status
 from commprefs.store.sql import COPY_ROWS, Repository
 
@@ -120,8 +121,9 @@ def event_row(event: ConsentEvent) -> dict[str, Any]:
 class StatusRepository(Repository):
     """One portal's subscribers on one channel: loaded together, written set-based."""
 
-    def __init__(self, tx: Any) -> None:
-        super().__init__(tx)
+    def __init__(self, conn: Connection, portals: PortalRepository) -> None:
+        super().__init__(conn)
+        self.portals = portals  # for the erasure salt of a portal
         # Subscribers loaded ahead for a group (preload_subscribers), by portal, channel and salt.
         self._preloaded: dict[tuple[int, str, str | None], dict[str, Subscriber]] = {}
         # Writes kept for later (defer_writes): status and opt-out rows by their keys, events in order.
@@ -137,7 +139,7 @@ class StatusRepository(Repository):
         The subscribers are shared as they are, and every later load of this Tx returns the same objects (those
         it loads anew join them): a change the rules plan on one, in memory, is what the next work of the
         group sees, as it would read it back once written."""
-        current = self.tx.portals.portal_snapshot(portal_id)[0]
+        current = self.portals.portal_snapshot(portal_id)[0]
         salt = current.erasure_salt if current else None
         self._preloaded[(portal_id, str(channel), salt)] = {}
         self.get_subscribers(portal_id, addresses, channel, salt)
@@ -174,7 +176,7 @@ class StatusRepository(Repository):
         if not found:
             return found
         if erasure_salt is None:
-            current = self.tx.portals.portal_snapshot(portal_id)[0]
+            current = self.portals.portal_snapshot(portal_id)[0]
             erasure_salt = current.erasure_salt if current else None
         shared = self._preloaded.get((portal_id, str(channel), erasure_salt))
         if shared is None:

@@ -30,28 +30,28 @@ class Tx:
 
     @cached_property
     def portals(self) -> PortalRepository:
-        return PortalRepository(self)
+        return PortalRepository(self.conn, self.cache, self.changed_portals)
 
     @cached_property
     def tokens(self) -> TokenRepository:
-        return TokenRepository(self)
+        return TokenRepository(self.conn)
 
     @cached_property
     def statuses(self) -> StatusRepository:
-        return StatusRepository(self)
+        return StatusRepository(self.conn, self.portals)
 
     @cached_property
     def feed(self) -> FeedRepository:
-        return FeedRepository(self)
+        return FeedRepository(self.conn)
 
     @cached_property
     def webhooks(self) -> WebhookRepository:
-        return WebhookRepository(self)
+        return WebhookRepository(self.conn)
 
     @cached_property
     def transfer(self) -> TransferRepository:
-        return TransferRepository(self)
+        return TransferRepository(self.conn)
 
     @cached_property
     def idempotency(self) -> IdempotencyRepository:
-        return IdempotencyRepository(self)
+        return IdempotencyRepository(self.conn)
