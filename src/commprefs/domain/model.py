@@ -153,3 +153,30 @@ class Actor:
     user_agent: str | None = None
     language: str | None = None
     reason: str | None = None
+
+
+@dataclass(slots=True)
+class DeliveryAttempt:
+    """One try at sending one event to a webhook endpoint: the delivery log's line."""
+
+    portal_id: int
+    endpoint_id: str
+    event_id: int
+    attempt: int
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    attempted_at: int
+    # When the endpoint is tried again, set on the attempt that failed.
+    next_attempt_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    """A line of an import file that was not taken: its number, its address (None where the address was erased:
+    a kept row would bring it back), why, and its values as JSON."""
+
+    line: int
+    email: str | None
+    reason: str
+    values_json: str

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Row, String, Text, and_, case, cast, func, literal, null, or_, select, update
 
 from commprefs.domain.enums import Status, WideScope
+from commprefs.domain.model import RejectedLine
 from commprefs.domain.tombstone import PREFIX as TOMBSTONE_PREFIX
 from commprefs.store.schema import import_job, import_reject, subscription_definition, subscription_status, wide_status
 from commprefs.store.sql import STREAM_ROWS, Repository
@@ -31,8 +32,35 @@ class ExportRows:
 class TransferRepository(Repository):
     """Imports (jobs, rejects) and exports (chunks of driver rows, or PostgreSQL's own CSV)."""
 
-    def insert_import(self, values: dict[str, Any]) -> None:
-        self.conn.execute(import_job.insert().values(**values))
+    def insert_import(
+        self,
+        portal_id: int,
+        import_id: str,
+        *,
+        format: str,
+        file_name: str,
+        options: str,
+        dry_run: bool,
+        state: str,
+        counts: str,
+        actor_token_id: str | None,
+        now: int,
+    ) -> None:
+        self.conn.execute(
+            import_job.insert().values(
+                portal_id=portal_id,
+                id=import_id,
+                format=format,
+                file_name=file_name,
+                options=options,
+                dry_run=dry_run,
+                state=state,
+                counts=counts,
+                actor_token_id=actor_token_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
 
     def update_import(self, portal_id: int, import_id: str, **values: Any) -> None:
         j = import_job.c
@@ -47,9 +75,20 @@ class TransferRepository(Repository):
         query = select(import_job).where(j.portal_id == portal_id).order_by(j.created_at.desc(), j.id).limit(limit)
         return list(self.conn.execute(query))
 
-    def add_rejects(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(import_reject.insert(), list(rows))
+    def add_rejects(self, portal_id: int, import_id: str, lines: Sequence[RejectedLine]) -> None:
+        if lines:
+            rows = [
+                {
+                    "portal_id": portal_id,
+                    "import_id": import_id,
+                    "line": r.line,
+                    "email": r.email,
+                    "reason": r.reason,
+                    "raw": r.values_json,
+                }
+                for r in lines
+            ]
+            self.conn.execute(import_reject.insert(), rows)
 
     def stream_rejects(self, portal_id: int, import_id: str) -> Iterator[Row[Any]]:
         r = import_reject.c

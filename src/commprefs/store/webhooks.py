@@ -5,6 +5,7 @@ from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, literal_column, or_, select, update
 
+from commprefs.domain.model import DeliveryAttempt
 from commprefs.store.feed import after_position
 from commprefs.store.schema import consent_event, webhook_delivery, webhook_endpoint
 from commprefs.store.sql import Repository
@@ -28,8 +29,36 @@ class WebhookRepository(Repository):
             total += self.conn.execute(select(func.count()).select_from(pending)).scalar_one()
         return total
 
-    def insert_endpoint(self, values: dict[str, Any]) -> None:
-        self.conn.execute(webhook_endpoint.insert().values(**values))
+    def insert_endpoint(
+        self,
+        portal_id: int,
+        endpoint_id: str,
+        *,
+        url: str,
+        description: str,
+        secret: str,
+        event_types: str,
+        position: tuple[int, int],
+        now: int,
+    ) -> None:
+        """A new, enabled endpoint whose next event is the one after `position` in the feed."""
+        self.conn.execute(
+            webhook_endpoint.insert().values(
+                portal_id=portal_id,
+                id=endpoint_id,
+                url=url,
+                description=description,
+                secret=secret,
+                event_types=event_types,
+                enabled=True,
+                cursor_txid=position[0],
+                cursor_id=position[1],
+                failures=0,
+                next_attempt_at=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
 
     def list_endpoints(self, portal_id: int) -> list[Row[Any]]:
         w = webhook_endpoint.c
@@ -104,9 +133,23 @@ class WebhookRepository(Repository):
         )
         return list(claimed)
 
-    def add_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(webhook_delivery.insert(), list(rows))
+    def add_deliveries(self, attempts: Sequence[DeliveryAttempt]) -> None:
+        if attempts:
+            rows = [
+                {
+                    "portal_id": a.portal_id,
+                    "endpoint_id": a.endpoint_id,
+                    "event_id": a.event_id,
+                    "attempt": a.attempt,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "latency_ms": a.latency_ms,
+                    "attempted_at": a.attempted_at,
+                    "next_attempt_at": a.next_attempt_at,
+                }
+                for a in attempts
+            ]
+            self.conn.execute(webhook_delivery.insert(), rows)
 
     def list_deliveries(self, portal_id: int, endpoint_id: str, limit: int) -> list[Row[Any]]:
         d = webhook_delivery.c

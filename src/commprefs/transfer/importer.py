@@ -27,7 +27,7 @@ from commprefs.consent import Changes, ImportedStatus, ImportOutcome
 from commprefs.consent.imports import import_status, import_target
 from commprefs.domain.email import normalize_email
 from commprefs.domain.errors import DomainError
-from commprefs.domain.model import Actor
+from commprefs.domain.model import Actor, RejectedLine
 from commprefs.store import Store, Tx
 from commprefs.transfer.formats import (
     Columns,
@@ -120,19 +120,16 @@ def create_job(store: Store, request: ImportRequest) -> str:
     now = now_ms()
     with store.transaction() as tx:
         tx.transfer.insert_import(
-            {
-                "portal_id": request.portal_id,
-                "id": job_id,
-                "format": request.format.value if request.format else "auto",
-                "file_name": request.file_name[:500],
-                "options": _options(request, None),
-                "dry_run": request.dry_run,
-                "state": JobState.PENDING,
-                "counts": json.dumps(Counts().as_dict()),
-                "actor_token_id": request.actor.token_id,
-                "created_at": now,
-                "updated_at": now,
-            }
+            request.portal_id,
+            job_id,
+            format=request.format.value if request.format else "auto",
+            file_name=request.file_name[:500],
+            options=_options(request, None),
+            dry_run=request.dry_run,
+            state=JobState.PENDING,
+            counts=json.dumps(Counts().as_dict()),
+            actor_token_id=request.actor.token_id,
+            now=now,
         )
     return job_id
 
@@ -347,18 +344,15 @@ def _apply(store: Store, job_id: str, request: ImportRequest, batch: _Batch, cou
             changes.flush()
         erased = _erased(changes, [r.email for r in batch.rejects if r.email])
         tx.transfer.add_rejects(
+            request.portal_id,
+            job_id,
             [
-                {
-                    "portal_id": request.portal_id,
-                    "import_id": job_id,
-                    "line": r.line,
-                    # An erased address's rejected row is reported, never kept: it would bring it back.
-                    "email": None if r.email in erased else r.email,
-                    "reason": r.reason,
-                    "raw": "[]" if r.email in erased else json.dumps(r.values, ensure_ascii=False),
-                }
+                # An erased address's rejected row is reported, never kept: it would bring it back.
+                RejectedLine(r.line, None, r.reason, "[]")
+                if r.email in erased
+                else RejectedLine(r.line, r.email, r.reason, json.dumps(r.values, ensure_ascii=False))
                 for r in batch.rejects
-            ]
+            ],
         )
         tx.transfer.update_import(request.portal_id, job_id, counts=json.dumps(batch_counts.as_dict()), updated_at=now)
     for name, value in batch_counts.as_dict().items():

@@ -109,23 +109,15 @@ def create_endpoint(
         raise NotFound(f"portal {portal_id} does not exist")
     secret = new_secret()
     endpoint_id = "ep_" + secrets.token_hex(8)
-    txid, event_id = tx.feed.feed_head(portal_id)
     tx.webhooks.insert_endpoint(
-        {
-            "portal_id": portal_id,
-            "id": endpoint_id,
-            "url": check_url(url, allow_private=allow_private),
-            "description": description,
-            "secret": secret,
-            "event_types": check_event_types(events),
-            "enabled": True,
-            "cursor_txid": txid,
-            "cursor_id": event_id,
-            "failures": 0,
-            "next_attempt_at": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
+        portal_id,
+        endpoint_id,
+        url=check_url(url, allow_private=allow_private),
+        description=description,
+        secret=secret,
+        event_types=check_event_types(events),
+        position=tx.feed.feed_head(portal_id),
+        now=now,
     )
     return require_endpoint(tx, portal_id, endpoint_id), secret
 

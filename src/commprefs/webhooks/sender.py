@@ -28,6 +28,7 @@ from standardwebhooks.webhooks import Webhook
 from commprefs.clock import iso, now_ms
 from commprefs.config import Settings
 from commprefs.consent.history import recorded
+from commprefs.domain.model import DeliveryAttempt
 from commprefs.metrics import WEBHOOK_BACKLOG
 from commprefs.store import Store
 from commprefs.webhooks import endpoints as webhooks
@@ -110,7 +111,7 @@ class Sender:
         wanted = set(endpoint.event_types.split(",")) - {""}
         signer = Webhook(endpoint.secret)
         position = (endpoint.cursor_txid, endpoint.cursor_id)
-        attempts: list[dict[str, Any]] = []
+        attempts: list[DeliveryAttempt] = []
         failed: tuple[int | None, str | None] | None = None
         started = time.monotonic()
         for row, data in zip(rows, bodies, strict=True):
@@ -126,18 +127,17 @@ class Sender:
             }
             status, error, latency = await self.send(endpoint.url, signer, f"evt_{row.id}", orjson.dumps(body))
             attempts.append(
-                {
-                    "portal_id": portal_id,
-                    "endpoint_id": endpoint.id,
-                    "event_id": row.id,
+                DeliveryAttempt(
+                    portal_id,
+                    endpoint.id,
+                    row.id,
                     # Only the head of the queue can have been tried before.
-                    "attempt": endpoint.failures + 1 if not attempts else 1,
-                    "status_code": status,
-                    "error": error,
-                    "latency_ms": latency,
-                    "attempted_at": now_ms(),
-                    "next_attempt_at": None,
-                }
+                    attempt=endpoint.failures + 1 if not attempts else 1,
+                    status_code=status,
+                    error=error,
+                    latency_ms=latency,
+                    attempted_at=now_ms(),
+                )
             )
             if status is not None and 200 <= status < 300:
                 position = (row.txid, row.id)
@@ -152,7 +152,7 @@ class Sender:
         tx: Any,
         endpoint: Any,
         position: tuple[int, int],
-        attempts: list[dict[str, Any]],
+        attempts: list[DeliveryAttempt],
         failed: tuple[int | None, str | None] | None,
     ) -> None:
         now = now_ms()
@@ -174,7 +174,7 @@ class Sender:
             failures = 1 if moved else current.failures + 1
             failing_since = now if moved or not current.failing_since else current.failing_since
             retry_at = now + webhooks.retry_delay_ms(failures)
-            attempts[-1]["next_attempt_at"] = retry_at
+            attempts[-1].next_attempt_at = retry_at
             values.update(failures=failures, failing_since=failing_since, next_attempt_at=retry_at)
             if status == 410:
                 values.update(enabled=False, disabled_reason="the receiver answered 410 Gone")
