@@ -13,10 +13,7 @@ from typing import Any
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from commprefs.consent.unit import Changes
-from commprefs.domain.enums import Source
-from commprefs.domain.model import Actor, Portal
-from commprefs.store import Tx
+from commprefs.domain.model import Portal
 
 PAGES_PREFIX = "/preferences"
 
@@ -127,26 +124,3 @@ def base_url_for(portal: Portal, configured: str | None, fallback: str) -> str:
     """The portal's public URL, else COMMPREFS_PUBLIC_URL, else `fallback` (the address the API was
     called at, or the CLI's listen address)."""
     return portal.public_base_url or configured or fallback
-
-
-def issue(
-    tx: Tx,
-    portal_id: int,
-    address: str,
-    *,
-    business_unit_id: int,
-    language: str | None,
-    subscription_id: int | None,
-    configured_url: str | None,
-    fallback_url: str,
-) -> Links:
-    """A subscriber's links (links/generate and `commprefs links generate`), once the brand and the
-    subscription are known to exist (NotFound otherwise)."""
-    # Only reads: the unit of work's actor is never recorded.
-    checks = Changes(tx, portal_id, Actor(Source.API), 0)
-    checks.require_business_unit(business_unit_id)
-    if subscription_id is not None:
-        checks.definition(subscription_id)
-    language = language.replace("_", "-").lower() if language else None
-    claims = LinkClaims(portal_id, address, business_unit_id, language, subscription_id)
-    return generate(checks.portal, claims, base_url_for(checks.portal, configured_url, fallback_url))

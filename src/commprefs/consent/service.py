@@ -14,7 +14,7 @@ from commprefs.clock import now_ms
 from commprefs.consent import rules
 from commprefs.consent.erasure import Erasure, erase
 from commprefs.consent.history import Recorded, recorded
-from commprefs.consent.links import Links, issue
+from commprefs.consent.links import LinkClaims, Links, base_url_for, generate
 from commprefs.consent.unit import Changes, Effective
 from commprefs.domain.enums import Channel, Source, Status
 from commprefs.domain.errors import KeyReused, NotFound
@@ -185,19 +185,19 @@ class Consent:
         configured_url: str | None,
         fallback_url: str,
     ) -> Links:
-        """A subscriber's signed links (links/generate, `commprefs links generate`)."""
-        return await self._store.aread(
-            lambda tx: issue(
-                tx,
-                portal_id,
-                address,
-                business_unit_id=business_unit_id,
-                language=language,
-                subscription_id=subscription_id,
-                configured_url=configured_url,
-                fallback_url=fallback_url,
-            )
-        )
+        """A subscriber's signed links (links/generate, `commprefs links generate`), once the brand and the
+        subscription are known to exist (NotFound otherwise)."""
+
+        def make(tx: Tx) -> Links:
+            checks = Changes(tx, portal_id, READER, 0)
+            checks.require_business_unit(business_unit_id)
+            if subscription_id is not None:
+                checks.definition(subscription_id)
+            shown_in = language.replace("_", "-").lower() if language else None
+            claims = LinkClaims(portal_id, address, business_unit_id, shown_in, subscription_id)
+            return generate(checks.portal, claims, base_url_for(checks.portal, configured_url, fallback_url))
+
+        return await self._store.aread(make)
 
     async def erase(self, portal_id: int, address: str, actor: Actor) -> Erasure:
         return await self._store.write(lambda tx: erase(tx, portal_id, address, actor, now_ms()))
