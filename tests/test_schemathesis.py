@@ -63,12 +63,9 @@ CHECKS = [
 ]
 
 HUBSPOT_DOCUMENTS = sorted(p.stem.removeprefix("communication-preferences-") for p in reference_dir().glob("*.json"))
-# Operations of HubSpot's documents that commprefs does not serve: the 2024 edition of v3 had a bulk status
-# read and a v3 resubscribe; commprefs serves resubscribe on the dated versions only.
-NOT_SERVED = {
-    ("POST", "/communication-preferences/v3/status/email/bulk"),
-    ("POST", "/communication-preferences/v3/resubscribe"),
-}
+# Operations of HubSpot's documents that commprefs does not serve: none (the 2024 edition of v3's bulk status
+# read and resubscribe are served too).
+NOT_SERVED: set[tuple[str, str]] = set()
 
 EXPORT = ("GET", "/commprefs/v1/exports/statuses")
 

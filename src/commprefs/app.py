@@ -111,14 +111,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
 
     base = "/communication-preferences"
-    app.add_routes(v3.router(f"{base}/v3", with_definitions=True))
+    app.add_routes(v3.router(f"{base}/v3", with_definitions=True, with_bulk=True))
     app.add_routes(v4.router(f"{base}/v4"))
     # The dated versions serve the same handlers: 2026-03 carries v4; 2025-09 and 2026-09 add
-    # the v3-shaped status operations and resubscribe.
+    # the v3-shaped status operations and resubscribe (which v3 itself serves too, as its 2024-03-18 document did).
     app.add_routes(v4.router(f"{base}/2026-03"))
     for version in ("2025-09", "2026-09"):
         app.add_routes(v4.router(f"{base}/{version}"))
-        app.add_routes(v3.router(f"{base}/{version}", with_definitions=False, with_resubscribe=True))
+        app.add_routes(v3.router(f"{base}/{version}", with_definitions=False))
     app.add_routes(admin.router)
     app.add_routes(history.router)
     app.add_routes(webhook_admin.router)

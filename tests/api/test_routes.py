@@ -39,6 +39,9 @@ ROUTES: list[tuple[str, str, Need]] = [
     ("GET", f"{CP}/v3/status/email/{{emailAddress}}", NEEDS_READ),
     ("POST", f"{CP}/v3/subscribe", NEEDS_WRITE),
     ("POST", f"{CP}/v3/unsubscribe", NEEDS_WRITE),
+    # v3 as its document of 2024-03-18 had it too
+    ("POST", f"{CP}/v3/status/email/bulk", NEEDS_READ),
+    ("POST", f"{CP}/v3/resubscribe", NEEDS_WRITE),
     # v4
     ("GET", f"{CP}/v4/definitions", NEEDS_READ),
     ("POST", f"{CP}/v4/statuses/batch/read", NEEDS_BATCH_READ),

@@ -265,3 +265,74 @@ def test_a_token_sees_only_its_own_portal(server: Any, portal: PortalFixture) ->
     ids_b = {d["id"] for d in theirs.get(f"{V3}/definitions").json()["subscriptionDefinitions"]}
     assert ids_a.isdisjoint(ids_b)
     assert portal.events("shared@example.com") == []
+
+
+# -- the operations of HubSpot's v3 document of 2024-03-18 ------------------------------------------
+
+HISTORICAL = "v3-historical-2024-03-18"
+
+
+def bulk(api: httpx.Client, addresses: Any) -> httpx.Response:
+    response = api.post(f"{V3}/status/email/bulk", json=addresses)
+    assert_valid(HISTORICAL, "POST", f"{V3}/status/email/bulk", response.status_code, response.json())
+    return response
+
+
+def test_bulk_status_answers_each_address_as_given(api: httpx.Client, portal: PortalFixture) -> None:
+    post(api, "subscribe", "bulk-a@example.com", portal.marketing)
+    _opt_out(portal, "bulk-b@example.com", WideScope.PORTAL_WIDE)
+    response = bulk(api, ["Bulk-A@Example.com", "bulk-b@example.com", "never@example.com"])
+    assert response.status_code == 200, response.text
+    answered = response.json()["recipientToSubscriptionStatuses"]
+    assert list(answered) == ["Bulk-A@Example.com", "bulk-b@example.com", "never@example.com"]
+    by_name = {s["name"]: s for s in answered["Bulk-A@Example.com"]}
+    assert by_name["Marketing Information"]["status"] == "SUBSCRIBED"
+    assert by_name["One to One"]["status"] == "NOT_SUBSCRIBED"
+    assert {s["sourceOfStatus"] for s in answered["bulk-b@example.com"]} == {"PORTAL_WIDE_STATUS"}
+    assert {s["status"] for s in answered["never@example.com"]} == {"NOT_SUBSCRIBED"}
+    assert answered["never@example.com"] == statuses_list(api, "never@example.com")
+
+
+def statuses_list(api: httpx.Client, email: str) -> list[dict[str, Any]]:
+    response = api.get(f"{V3}/status/email/{email}")
+    assert response.status_code == 200, response.text
+    return response.json()["subscriptionStatuses"]  # type: ignore[no-any-return]
+
+
+def test_bulk_status_leaves_out_what_is_not_an_address_and_answers_a_repeat_once(api: httpx.Client) -> None:
+    response = bulk(api, ["not an address", "twice@example.com", "TWICE@example.com", ""])
+    assert response.status_code == 200, response.text
+    assert list(response.json()["recipientToSubscriptionStatuses"]) == ["twice@example.com"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"inputs": ["a@example.com"]}, id="object"),
+        pytest.param([1, 2], id="numbers"),
+        pytest.param([f"a{n}@example.com" for n in range(1001)], id="1001"),
+    ],
+)
+def test_bulk_status_refuses_what_is_not_a_list_of_at_most_1000_strings(api: httpx.Client, body: Any) -> None:
+    response = bulk(api, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["category"] == "VALIDATION_ERROR"
+
+
+def test_resubscribe_lifts_the_opt_out_it_needs_and_refuses_a_no_op(api: httpx.Client, portal: PortalFixture) -> None:
+    _opt_out(portal, "back@example.com", WideScope.PORTAL_WIDE)
+    response = api.post(
+        f"{V3}/resubscribe", json={"emailAddress": "back@example.com", "subscriptionId": str(portal.marketing)}
+    )
+    assert_valid(HISTORICAL, "POST", f"{V3}/resubscribe", response.status_code, response.json())
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "SUBSCRIBED"
+    found = statuses(api, "back@example.com")
+    assert found["Marketing Information"]["status"] == "SUBSCRIBED"
+    assert found["One to One"]["status"] == "NOT_SUBSCRIBED"  # the rest stays opted out
+    again = api.post(
+        f"{V3}/resubscribe", json={"emailAddress": "back@example.com", "subscriptionId": str(portal.marketing)}
+    )
+    assert_valid(HISTORICAL, "POST", f"{V3}/resubscribe", again.status_code, again.json())
+    assert again.status_code == 400
+    assert "is already subscribed" in again.json()["message"]

@@ -577,3 +577,23 @@ def test_batches_honour_business_unit(portal: PortalFixture) -> None:
         json={"inputs": ["x@example.com"]},
     )
     assert missing.status_code == 404
+
+
+def test_the_older_spelling_of_the_batch_opt_out_is_the_same_operation(
+    api: httpx.Client, portal: PortalFixture
+) -> None:
+    """An earlier v4 document named it /statuses/batch/unsubscribe-all/write; integrations generated from it
+    still call that path. It answers as /statuses/batch/unsubscribe-all and stays out of the served document."""
+    body = {"inputs": ["old-spelling@example.com", "not an address"]}
+    older = api.post(f"{V4}/statuses/batch/unsubscribe-all/write", params={**EMAIL, "verbose": "true"}, json=body)
+    assert older.status_code == 207, older.text
+    assert [r["subscriberIdString"] for r in older.json()["results"]] == ["old-spelling@example.com"]
+    assert {s["status"] for s in older.json()["results"][0]["statuses"]} == {"UNSUBSCRIBED"}
+    assert (
+        older.json()["errors"][0]["context"] == {"subscriberIdString": ["not an address"]}
+        or older.json()["numErrors"] == 1
+    )
+    read = api.get(f"{V4}/statuses/old-spelling@example.com/unsubscribe-all", params=EMAIL)
+    assert [(w["wideStatusType"], w["status"]) for w in read.json()["results"]] == [("PORTAL_WIDE", "UNSUBSCRIBED")]
+    served = api.get("/openapi.json").json()["paths"]
+    assert f"{V4}/statuses/batch/unsubscribe-all/write" not in served

@@ -17,14 +17,15 @@ from commprefs.api.auth import (
     require_scope,
     require_scopes,
 )
-from commprefs.api.errors import ApiError, field_error
 from commprefs.api.idempotency import idempotent
 from commprefs.api.responses import JSON
 from commprefs.api.wire import (
     INT64_MAX,
+    MAX_BATCH,
     SubscriptionId,
     Text,
     batch_error,
+    check_batch_size,
     definition_json,
     envelope,
     public_status_json,
@@ -36,7 +37,6 @@ from commprefs.domain.enums import Channel, LegalBasis, Scope, Status
 from commprefs.domain.errors import DomainError, InvalidEmail
 from commprefs.domain.model import TokenInfo
 
-MAX_BATCH = 1000
 T = TypeVar("T")
 
 BatchReadCaller = Annotated[TokenInfo, Depends(require_scope(Scope.BATCH_READ))]
@@ -98,15 +98,9 @@ class LinkGenerationRequest(BaseModel):
 def _accepted(inputs: list[str]) -> tuple[list[tuple[int, str, str]], list[dict[str, Any]]]:
     """A batch of addresses: at most MAX_BATCH (400 otherwise), the valid ones once each as (index, raw,
     normalised), and the invalid ones as the batch's per-input errors."""
-    _check_size(inputs)
+    check_batch_size(inputs)
     accepted, refused = consent.normalize_inputs(inputs)
     return accepted, [batch_error(r.error, r.index, r.raw) for r in refused]
-
-
-def _check_size(inputs: list[Any]) -> None:
-    if len(inputs) > MAX_BATCH:
-        message = f"inputs holds {len(inputs)} items; a batch takes at most {MAX_BATCH}"
-        raise ApiError(400, message, errors=[field_error(message, "inputs", "TOO_MANY")])
 
 
 # -- single subscriber ----------------------------------------------------------------------------
@@ -332,7 +326,7 @@ async def batch_write(
     """Up to 1,000 status changes, applied in input order (a later input sees the earlier ones),
     each on its own: an input a rule refuses is reported in `errors` and the others are applied."""
     started = now_ms()
-    _check_size(body.inputs)
+    check_batch_size(body.inputs)
     parsed = [(item.subscriberIdString, _status_input(item)) for item in body.inputs]
 
     def plan(changes: consent.Changes) -> JSON:
@@ -365,4 +359,9 @@ def router(prefix: str) -> APIRouter:
     ]
     for path, endpoint, method, summary in routes:
         api.add_api_route(path, endpoint, methods=[method], summary=summary)
+    # An earlier v4 document's spelling of the batch opt-out, which older integrations still call: the same
+    # operation, left out of the served document.
+    api.add_api_route(
+        "/statuses/batch/unsubscribe-all/write", batch_unsubscribe_all, methods=["POST"], include_in_schema=False
+    )
     return api

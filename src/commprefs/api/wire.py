@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import Path as PathParam
 from pydantic import AfterValidator, BeforeValidator, Field, StrictStr
 
-from commprefs.api.errors import CATEGORY_BY_STATUS, domain_status
+from commprefs.api.errors import CATEGORY_BY_STATUS, ApiError, domain_status, field_error
 from commprefs.clock import iso, now_ms
 from commprefs.consent import Effective
 from commprefs.domain.enums import Channel
@@ -131,6 +131,16 @@ def wide_status_json(wide: WideStatus, subscriber_id: str, channel: Channel = Ch
         "status": wide.status.value,
         "timestamp": iso(wide.updated_at),
     }
+
+
+MAX_BATCH = 1000
+
+
+def check_batch_size(inputs: list[Any], field: str = "inputs") -> None:
+    """A batch takes at most MAX_BATCH inputs: more is a 400 for the whole call, naming the field."""
+    if len(inputs) > MAX_BATCH:
+        message = f"{field} holds {len(inputs)} items; a batch takes at most {MAX_BATCH}"
+        raise ApiError(400, message, errors=[field_error(message, field, "TOO_MANY")])
 
 
 def envelope(results: list[Any], started_at: int, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -91,7 +91,11 @@ class Consent:
         )
 
     async def statuses_of(
-        self, portal_id: int, addresses: Sequence[str], channel: Channel, business_unit_id: int | None = None
+        self,
+        portal_id: int,
+        addresses: Sequence[str],
+        channel: Channel = Channel.EMAIL,
+        business_unit_id: int | None = None,
     ) -> list[list[Effective]]:
         """Many subscribers' subscriptions (a batch read), loaded together."""
 
