@@ -8,8 +8,8 @@ sends them, with a token holding every scope (admin included), to the test serve
    responses on HubSpot's paths also match HubSpot's document of their version, and every error body is
    HubSpot's (`{status, message, correlationId, category, errors?}`);
 2. for HubSpot's official documents in tests/reference/hubspot-openapi (v3, its 2024-03-18 edition, v4 and the
-   dated 2025-09, 2026-03 and 2026-09), commprefs serves every operation but the two the 2024 edition of v3 had
-   (NOT_SERVED), and each answers no 5xx and conforms to HubSpot's document: status codes, content types,
+   dated 2025-09, 2026-03 and 2026-09), commprefs serves every operation (NOT_SERVED lists any it does not),
+   and each answers no 5xx and conforms to HubSpot's document: status codes, content types,
    response bodies, errors held to HubSpot's Error schema;
 3. without a token, every operation of both kinds of document answers 401 with HubSpot's error body.
 
