@@ -5,6 +5,7 @@ Adapters hold a `Services` (the app keeps one in `app.state.services`) and never
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from commprefs.consent import Consent
@@ -39,8 +40,15 @@ class Services:
         return self.store.dialect
 
     def run(self, call: Callable[["Services"], Awaitable[T]]) -> T:
-        """One call of a face from synchronous code (the CLI): `services.run(lambda s: s.tenancy.portals())`."""
-        return asyncio.run(_awaited(call(self)))
+        """One call of a face from synchronous code (the CLI, the pytest plugin's fixtures):
+        `services.run(lambda s: s.tenancy.portals())`. Called where an event loop is already running (a
+        synchronous helper inside an async test), the call runs on a loop of its own in another thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(_awaited(call(self)))
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            return thread.submit(lambda: asyncio.run(_awaited(call(self)))).result()
 
     def close(self) -> None:
         self.store.close()

@@ -181,3 +181,12 @@ def test_concurrent_changes_of_one_address_all_land(portal: Portal) -> None:
     portal.run(many)
     statuses = portal.statuses()
     assert statuses[portal.marketing] is Status.SUBSCRIBED and statuses[portal.service_mail] is Status.SUBSCRIBED
+
+
+def test_a_synchronous_call_works_inside_a_running_event_loop(portal: Portal) -> None:
+    """The pytest plugin's fixtures call the faces synchronously; an async test's loop may already be running."""
+
+    async def inside() -> dict[int, Status]:
+        return portal.statuses("loop@example.com")
+
+    assert set(asyncio.run(inside()).values()) == {Status.NOT_SPECIFIED}
