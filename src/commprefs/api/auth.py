@@ -46,7 +46,7 @@ class TokenCache:
         cached = self._entries.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        info = await self._tenancy.find_token(secret)
+        info = await self._tenancy.find_token(digest)
         if len(self._entries) >= _MAX_CACHED:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, info)

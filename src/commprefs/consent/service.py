@@ -110,22 +110,21 @@ class Consent:
         self, portal_id: int, address: str, channel: Channel, business_unit_id: int | None = None
     ) -> list[WideStatus]:
         """One subscriber's opt-out-from-all records (for a brand: its own and the portal-wide one)."""
-        return (await self._opt_outs(portal_id, [address], channel, business_unit_id, one=True))[0]
+        return (await self.opt_outs_of(portal_id, [address], channel, business_unit_id))[0]
 
     async def opt_outs_of(
         self, portal_id: int, addresses: Sequence[str], channel: Channel, business_unit_id: int | None = None
     ) -> list[list[WideStatus]]:
-        return await self._opt_outs(portal_id, addresses, channel, business_unit_id, one=False)
+        """Many subscribers' opt-out-from-all records, loaded together (one subscriber's is grouped with the
+        other single-subscriber reads of its moment)."""
 
-    async def _opt_outs(
-        self, portal_id: int, addresses: Sequence[str], channel: Channel, business_unit_id: int | None, *, one: bool
-    ) -> list[list[WideStatus]]:
         def read(tx: Tx) -> list[list[WideStatus]]:
             changes = Changes(tx, portal_id, READER, 0, channel)
             changes.load(addresses)
             return [rules.wide_statuses(changes.subscriber(a), business_unit_id) for a in addresses]
 
-        return await self._store.aread(read, subscriber=(portal_id, channel, addresses[0]) if one else None)
+        one = (portal_id, channel, addresses[0]) if len(addresses) == 1 else None
+        return await self._store.aread(read, subscriber=one)
 
     async def history(self, portal_id: int, address: str, before_id: int | None, limit: int) -> Recorded:
         """One subscriber's consent events, newest first, before the event `before_id`."""
@@ -220,7 +219,7 @@ class Consent:
                 portal_id, business_unit_id=business_unit_id, with_translations=True
             )
             opted_out = changes.subscriber(address).wide_opt_out(business_unit_id) is not None
-            return PageState(_brand(tx, changes, business_unit_id), definitions, states, opted_out)
+            return PageState(_brand(changes, business_unit_id), definitions, states, opted_out)
 
         return await self._store.aread(read)
 
@@ -238,31 +237,28 @@ class Consent:
         """The preference page's save (or its "unsubscribe from all"): the brand's name, and each subscription
         changed (with its translations) and whether it is now subscribed."""
 
-        def work(tx: Tx) -> tuple[str, list[tuple[Definition, bool]]]:
-            changes = Changes(tx, portal_id, actor, now_ms())
+        def plan(changes: Changes) -> tuple[str, list[tuple[Definition, bool]]]:
             if opt_out_from_all:
                 affected = rules.opt_out_from_page(changes, address, business_unit_id)
             else:
                 affected = rules.save_preferences(changes, address, business_unit_id, shown, wanted)
-            changes.flush()
             # The unit of work's definitions carry no translations; the confirmation names them translated.
             ids = [s.definition.id for s in affected]
-            translated = {d.id: d for d in tx.portals.list_definitions(portal_id, ids=ids, with_translations=True)}
+            found = changes.tx.portals.list_definitions(portal_id, ids=ids, with_translations=True)
+            translated = {d.id: d for d in found}
             changed = [(translated[s.definition.id], s.status is Status.SUBSCRIBED) for s in affected]
-            return _brand(tx, changes, business_unit_id), changed
+            return _brand(changes, business_unit_id), changed
 
-        return await self._store.write(work)
+        return _planned(await self.change(portal_id, actor, now_ms(), plan))
 
     async def opt_out_from_page(self, portal_id: int, actor: Actor, address: str, business_unit_id: int) -> str:
         """An unsubscribe-all link's opt-out; the brand's name."""
 
-        def work(tx: Tx) -> str:
-            changes = Changes(tx, portal_id, actor, now_ms())
+        def plan(changes: Changes) -> str:
             rules.opt_out_from_page(changes, address, business_unit_id)
-            changes.flush()
-            return _brand(tx, changes, business_unit_id)
+            return _brand(changes, business_unit_id)
 
-        return await self._store.write(work)
+        return _planned(await self.change(portal_id, actor, now_ms(), plan))
 
     async def single_subscription(self, portal_id: int, subscription_id: int | None) -> tuple[str, Definition]:
         """The active subscription a single-unsubscribe link names (NotFound once archived), with its brand's
@@ -275,7 +271,7 @@ class Consent:
             unit = changes.definition(subscription_id).business_unit_id
             definition = tx.portals.get_definition(portal_id, subscription_id)
             assert definition is not None
-            return _brand(tx, changes, unit), definition
+            return _brand(changes, unit), definition
 
         return await self._store.aread(read)
 
@@ -286,7 +282,7 @@ class Consent:
 
     async def brand(self, portal_id: int, business_unit_id: int) -> str:
         """The name a page shows for a brand: its own, or the portal's where the brand is unknown."""
-        return await self._store.aread(lambda tx: _brand(tx, Changes(tx, portal_id, READER, 0), business_unit_id))
+        return await self._store.aread(lambda tx: _brand(Changes(tx, portal_id, READER, 0), business_unit_id))
 
     async def is_known(self, portal_id: int, address: str) -> bool:
         """Whether anything is recorded for the address: who may be mailed a link they ask for."""
@@ -294,9 +290,15 @@ class Consent:
         return bool(subscriber.statuses or subscriber.wide)
 
 
-def _brand(tx: Tx, changes: Changes, business_unit_id: int) -> str:
-    unit = tx.portals.get_business_unit(changes.portal.id, business_unit_id)
+def _brand(changes: Changes, business_unit_id: int) -> str:
+    unit = changes.tx.portals.get_business_unit(changes.portal.id, business_unit_id)
     return unit.name if unit is not None else changes.portal.name
+
+
+def _planned(result: R | Answer) -> R:
+    """The result of a change made without a `Retry` (only a retry is answered with an `Answer`)."""
+    assert not isinstance(result, Answer)
+    return result
 
 
 def subject_record(tx: Tx, portal_id: int, address: str) -> SubjectRecord:

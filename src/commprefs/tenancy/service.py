@@ -10,7 +10,6 @@ from commprefs.domain.errors import NotFound
 from commprefs.domain.model import BusinessUnit, Definition, Portal, TokenInfo
 from commprefs.store import Store
 from commprefs.tenancy import setup
-from commprefs.tenancy.setup import hash_token
 
 
 class Tenancy:
@@ -125,8 +124,8 @@ class Tenancy:
     async def revoke_token(self, token_id: str) -> bool:
         return await self._store.write(lambda tx: tx.tokens.revoke_token(token_id, now_ms()))
 
-    async def find_token(self, secret: str) -> TokenInfo | None:
-        digest = hash_token(secret)
+    async def find_token(self, digest: str) -> TokenInfo | None:
+        """The live token whose secret hashes to `digest` (`hash_token`): callers keep the hash, not the secret."""
         return await self._store.aread(lambda tx: tx.tokens.find_token(digest))
 
     async def touch_token(self, token_id: str, now: int) -> None:
